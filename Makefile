@@ -1,0 +1,39 @@
+# Each target builds its own virtualenv from nothing; `make demo` and `make test` are the two set-up commands.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_WEEK ?= 2026-W48
+export DIGEST_SECRET ?= demo-secret-change-me
+
+.PHONY: demo test lint bench clean browser-deps
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+# Debian's chromium drives the browser tests; Playwright never downloads its own.
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+demo: $(STAMP)
+	rm -rf outbox digest.db
+	$(BIN)/digest ingest
+	$(BIN)/digest subscribers import subscribers/ --skip-invalid
+	$(BIN)/digest build weekly --week $(DEMO_WEEK)
+	$(BIN)/digest send weekly --week $(DEMO_WEEK) --transport outbox
+	@echo
+	@echo "Open outbox/weekly/$(DEMO_WEEK)/index.html in a browser, or read the .eml files beside it."
+
+test: $(STAMP) browser-deps
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python bench/send.py
+
+clean:
+	rm -rf $(VENV) outbox preview digest.db test-artifacts

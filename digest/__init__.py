@@ -1,0 +1,3 @@
+"""digest: a weekly newsletter digest builder and mailer."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,7 @@
+"""`digest events` commands."""
+
+from __future__ import annotations
+
+import click
+
+COMMANDS: list[click.Command] = []

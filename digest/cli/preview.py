@@ -1,0 +1,7 @@
+"""`digest preview` commands."""
+
+from __future__ import annotations
+
+import click
+
+COMMANDS: list[click.Command] = []

@@ -1,0 +1,108 @@
+"""The Edition: one digest for one period, selected once and then frozen."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from digest.articles import Article
+
+
+@dataclass(frozen=True)
+class EditionItem:
+    """One article card in an edition, in its topic section, with why it was chosen."""
+
+    article: Article
+    topic: str  # the section this card sits in
+    rank: int  # 1-based within the whole edition; lower is better
+    reason: str  # e.g. "pinned", "priority 2", "most recent"
+    thoughts: str  # the one Thoughts prompt this card shows
+    sources: tuple[str, ...]  # every source that carried the story (near-duplicates merged)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "article": self.article.to_dict(),
+            "topic": self.topic,
+            "rank": self.rank,
+            "reason": self.reason,
+            "thoughts": self.thoughts,
+            "sources": list(self.sources),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EditionItem:
+        return cls(
+            article=Article.from_dict(d["article"]),
+            topic=d["topic"],
+            rank=d["rank"],
+            reason=d["reason"],
+            thoughts=d["thoughts"],
+            sources=tuple(d["sources"]),
+        )
+
+
+@dataclass(frozen=True)
+class Edition:
+    """A frozen selection: every later step (preview, send, resume) reads this, never re-selects.
+
+    `key` is `DIGEST/PERIOD`, e.g. `weekly/2026-W05`. `start`/`end` are aware datetimes in
+    the digest's time zone; `end` is exclusive.
+    """
+
+    digest: str
+    period: str
+    start: datetime
+    end: datetime
+    created_at: datetime
+    items: tuple[EditionItem, ...]
+    status: str = "draft"  # draft -> approved
+    notes: tuple[str, ...] = ()  # what selection did (duplicates merged, quota cuts)
+
+    @property
+    def key(self) -> str:
+        return f"{self.digest}/{self.period}"
+
+    def topics(self) -> list[str]:
+        """Topics in section order, as they appear in the edition."""
+        seen: list[str] = []
+        for item in self.items:
+            if item.topic not in seen:
+                seen.append(item.topic)
+        return seen
+
+    def for_topics(self, topics: frozenset[str] | set[str]) -> tuple[EditionItem, ...]:
+        return tuple(i for i in self.items if i.topic in topics)
+
+    @property
+    def ai_generated(self) -> bool:
+        return any(i.article.ai_generated for i in self.items)
+
+    def with_items(self, items: tuple[EditionItem, ...]) -> Edition:
+        return replace(self, items=items)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "digest": self.digest,
+            "period": self.period,
+            "start": self.start.isoformat(),
+            "end": self.end.isoformat(),
+            "created_at": self.created_at.isoformat(),
+            "status": self.status,
+            "notes": list(self.notes),
+            "items": [i.to_dict() for i in self.items],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Edition:
+        return cls(
+            digest=d["digest"],
+            period=d["period"],
+            start=datetime.fromisoformat(d["start"]),
+            end=datetime.fromisoformat(d["end"]),
+            created_at=datetime.fromisoformat(d["created_at"]),
+            status=d.get("status", "draft"),
+            notes=tuple(d.get("notes", ())),
+            items=tuple(EditionItem.from_dict(i) for i in d["items"]),
+        )

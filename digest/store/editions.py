@@ -1,0 +1,81 @@
+"""Frozen editions in the store, and which articles each one carried."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Connection, Engine, delete, select
+
+from digest.editions import Edition
+from digest.store.schema import edition_articles, editions
+
+
+class EditionStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def get(self, key: str) -> Edition | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(editions.c.data).where(editions.c.key == key)).first()
+        return None if row is None else Edition.from_dict(row.data)
+
+    def save(self, edition: Edition, *, replace: bool = False) -> None:
+        """Store `edition`; with `replace`, the earlier one of the same key goes, in one transaction."""
+        with self.engine.begin() as conn:
+            if replace:
+                conn.execute(delete(edition_articles).where(edition_articles.c.edition_key == edition.key))
+                conn.execute(delete(editions).where(editions.c.key == edition.key))
+            conn.execute(
+                editions.insert().values(
+                    key=edition.key,
+                    digest=edition.digest,
+                    period=edition.period,
+                    status=edition.status,
+                    created_at=edition.created_at,
+                    data=edition.to_dict(),
+                )
+            )
+            _write_carried(conn, edition)
+
+    def update(self, edition: Edition, *, approved_at: datetime | None = None) -> None:
+        """Rewrite an edition after an editor's change (pin, drop, reorder, approve)."""
+        with self.engine.begin() as conn:
+            values: dict[str, object] = {"status": edition.status, "data": edition.to_dict()}
+            if approved_at is not None:
+                values["approved_at"] = approved_at
+            conn.execute(editions.update().where(editions.c.key == edition.key).values(**values))
+            conn.execute(delete(edition_articles).where(edition_articles.c.edition_key == edition.key))
+            _write_carried(conn, edition)
+
+    def carried_before(self, digest: str, period: str) -> set[str]:
+        """Ids of articles that editions of `digest` other than `period` already carried."""
+        key = f"{digest}/{period}"
+        query = select(edition_articles.c.article_id).where(
+            edition_articles.c.digest == digest, edition_articles.c.edition_key != key
+        )
+        with self.engine.connect() as conn:
+            return {r.article_id for r in conn.execute(query)}
+
+    def list(self, digest: str | None = None) -> list[tuple[str, str, datetime]]:
+        query = select(editions.c.key, editions.c.status, editions.c.created_at).order_by(editions.c.key)
+        if digest:
+            query = query.where(editions.c.digest == digest)
+        with self.engine.connect() as conn:
+            return [(r.key, r.status, r.created_at) for r in conn.execute(query)]
+
+
+def _write_carried(conn: Connection, edition: Edition) -> None:
+    ids = {i.article.id for i in edition.items}
+    for item in edition.items:
+        ids.update(_merged_ids(item.article.extra))
+    if ids:
+        conn.execute(
+            edition_articles.insert(),
+            [{"edition_key": edition.key, "article_id": a, "digest": edition.digest} for a in sorted(ids)],
+        )
+
+
+def _merged_ids(extra: dict[str, object]) -> list[str]:
+    """Ids of near-duplicates merged into a card (select puts them in `extra['merged_ids']`)."""
+    ids = extra.get("merged_ids", [])
+    return [str(i) for i in ids] if isinstance(ids, list) else []

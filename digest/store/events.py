@@ -1,0 +1,10 @@
+"""Events in the store."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine
+
+
+class EventStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine

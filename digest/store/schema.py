@@ -1,0 +1,132 @@
+"""Tables of the store. Timestamps are stored as UTC and read back as aware UTC."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware datetimes in, aware UTC out, on SQLite (no tz) and PostgreSQL alike."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+metadata = MetaData()
+
+articles = Table(
+    "articles",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("title", Text, nullable=False),
+    Column("published_at", UTCDateTime, nullable=False, index=True),
+    Column("content_hash", String(64), nullable=False),
+    Column("data", JSON, nullable=False),  # Article.to_dict()
+    Column("ingested_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+editions = Table(
+    "editions",
+    metadata,
+    Column("key", String(128), primary_key=True),  # "weekly/2026-W05"
+    Column("digest", String(64), nullable=False),
+    Column("period", String(32), nullable=False),
+    Column("status", String(16), nullable=False, default="draft"),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("approved_at", UTCDateTime),
+    Column("data", JSON, nullable=False),  # Edition.to_dict()
+)
+
+# Which articles an edition carried, so later editions of the same digest never repeat one.
+edition_articles = Table(
+    "edition_articles",
+    metadata,
+    Column("edition_key", String(128), primary_key=True),
+    Column("article_id", String(64), primary_key=True),
+    Column("digest", String(64), nullable=False, index=True),
+)
+
+subscribers = Table(
+    "subscribers",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("email", String(320), nullable=False, unique=True),  # normalized, lower-case
+    Column("name", Text, nullable=False, default=""),
+    Column("topics", JSON, nullable=False),  # list of topic keys
+    Column("timezone", String(64), nullable=False, default="UTC"),
+    Column("locale", String(16), nullable=False, default="en"),
+    Column("status", String(16), nullable=False, index=True),
+    Column("status_reason", Text, nullable=False, default=""),
+    Column("consent_at", UTCDateTime),
+    Column("consent_method", String(32), nullable=False, default=""),
+    Column("consent_source", Text, nullable=False, default=""),
+    Column("consent_ip", String(64), nullable=False, default=""),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("edition_key", String(128), nullable=False),
+    Column("subscriber_id", Integer, nullable=False),
+    Column("email", String(320), nullable=False),  # address at planning time
+    Column("variant", String(32), nullable=False, default="A"),
+    Column("content_key", String(256), nullable=False),  # same key => same rendered content
+    Column("state", String(16), nullable=False),  # pending|sending|sent|failed|suppressed
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("provider_message_id", String(256)),
+    Column("provider_batch_id", String(128)),  # SendGrid batch of the last attempt
+    Column("last_error", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("sent_at", UTCDateTime),
+    UniqueConstraint("edition_key", "subscriber_id", name="uq_delivery_edition_subscriber"),
+    Index("ix_deliveries_edition_state", "edition_key", "state", "content_key", "id"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("provider", String(32), nullable=False),
+    Column("provider_event_id", String(128), nullable=False),
+    Column("event", String(32), nullable=False, index=True),
+    Column("email", String(320), nullable=False, default=""),
+    Column("subscriber_id", Integer, index=True),
+    Column("delivery_id", Integer, index=True),
+    Column("edition_key", String(128), index=True),
+    Column("variant", String(32)),
+    Column("occurred_at", UTCDateTime, nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("data", JSON, nullable=False),
+    UniqueConstraint("provider", "provider_event_id", name="uq_event_provider_id"),
+)

@@ -1,0 +1,10 @@
+"""Subscribers in the store."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine
+
+
+class SubscriberStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine

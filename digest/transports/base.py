@@ -1,0 +1,66 @@
+"""What every transport takes and gives back; a transport knows nothing of editions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """One addressee of an OutgoingEmail, with the values substituted into its copy.
+
+    `substitutions` maps placeholder strings found in the subject/html/text (e.g.
+    `-unsubscribe_url-`) to this recipient's value; `custom_args` travel with the message
+    and come back on provider events (delivery, edition, variant, subscriber ids).
+    """
+
+    delivery_id: int
+    email: str
+    name: str = ""
+    substitutions: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)  # per-recipient, e.g. List-Unsubscribe
+    custom_args: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OutgoingEmail:
+    """One distinct content and the recipients who receive it; rendered once for all of them."""
+
+    subject: str
+    html: str
+    text: str
+    from_email: str
+    from_name: str
+    reply_to: str | None
+    recipients: tuple[Recipient, ...]
+    headers: dict[str, str] = field(default_factory=dict)  # shared, e.g. List-Id
+    categories: tuple[str, ...] = ()
+    send_at: datetime | None = None  # scheduled send (SendGrid: at most 72 h ahead)
+    batch_id: str | None = None  # provider batch, so a scheduled send can be cancelled
+    preheader: str = ""
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """The outcome for one recipient: a provider message id, or the error and whether to retry."""
+
+    delivery_id: int
+    ok: bool
+    message_id: str | None = None
+    error: str | None = None
+    retryable: bool = False
+    retry_after: float | None = None  # seconds the provider asked us to wait, when it said
+
+
+class Transport(Protocol):
+    """A way out: outbox folder, SMTP server, SendGrid API."""
+
+    name: str
+
+    def send(self, email: OutgoingEmail) -> list[SendResult]:
+        """Deliver `email` to each of its recipients; one result per recipient, in order."""
+        ...
+
+    def close(self) -> None: ...
