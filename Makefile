@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_WEEK ?= 2026-W48
 export DIGEST_SECRET ?= demo-secret-change-me
 
-.PHONY: demo test lint bench clean browser-deps
+.PHONY: demo test lint docs bench clean browser-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,14 @@ demo: $(STAMP)
 
 test: $(STAMP) browser-deps
 	$(BIN)/python -m pytest -q
+
+# Rewrites the generated config and command references in README.md.
+docs: $(STAMP)
+	$(BIN)/cog -r README.md
+
+lint: $(STAMP)
+	$(BIN)/ruff check digest tests bench
+	$(BIN)/cog --check README.md
 
 bench: $(STAMP)
 	$(BIN)/python bench/send.py

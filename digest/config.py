@@ -134,6 +134,9 @@ class SmtpSettings(_Model):
     username_env: str = Field("SMTP_USERNAME", description="Environment variable with the login.")
     password_env: str = Field("SMTP_PASSWORD", description="Environment variable with the password.")
     timeout: float = Field(30.0, gt=0, le=300, description="Seconds per SMTP operation.")
+    ca_file: str | None = Field(
+        None, description="PEM file of a private CA to trust, relative to digest.yaml."
+    )
 
 
 class Delivery(_Model):

@@ -1,7 +1,234 @@
-"""`digest send` commands."""
+"""`digest send` and `digest cancel`: deliver an edition, or withdraw its scheduled batches."""
 
 from __future__ import annotations
 
+import json
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
 import click
 
-COMMANDS: list[click.Command] = []
+from digest import send as sending
+from digest.cli import Env, pass_env
+from digest.config import secret
+from digest.editions import Edition
+from digest.errors import ExitCode, NotFoundError
+from digest.subscribers import Subscriber
+from digest.transports import TRANSPORTS, make_transport
+from digest.transports.base import Transport
+
+
+def _iso(_ctx: click.Context, _param: click.Parameter, value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(
+            "expected an ISO 8601 date-time, e.g. 2026-11-30T07:00:00Z"
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _edition(env: Env, digest: str, week: str) -> Edition:
+    env.config.digest(digest)  # an unknown digest is a config error naming the known ones
+    edition = env.store.editions.get(f"{digest}/{week}")
+    if edition is None:
+        raise NotFoundError(
+            f"no edition {digest}/{week}", hint=f"digest build {digest} --week {week}"
+        )
+    return edition
+
+
+@contextmanager
+def _progress() -> Iterator[sending.Progress | None]:
+    """A bar with rate and ETA on a terminal; nothing when stderr is a file or a pipe."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    state: dict[str, object] = {}
+    started = time.monotonic()
+
+    def update(done: int, total: int) -> None:
+        bar = state.get("bar")
+        if bar is None:
+            bar = click.progressbar(
+                length=max(total, 1),
+                file=sys.stderr,
+                show_eta=True,
+                show_pos=True,
+                label="sending",
+                item_show_func=lambda rate: rate,
+            )
+            bar.__enter__()
+            state["bar"], state["done"] = bar, 0
+        rate = done / max(time.monotonic() - started, 1e-6)
+        bar.update(done - int(state["done"]), f"{rate:,.0f}/s")  # type: ignore[attr-defined]
+        state["done"] = done
+
+    try:
+        yield update
+    finally:
+        bar = state.get("bar")
+        if bar is not None:
+            bar.__exit__(None, None, None)  # type: ignore[attr-defined]
+
+
+@click.command("send")
+@click.argument("digest")
+@click.option("--week", required=True, metavar="W", help="ISO week of the edition, e.g. 2026-W05.")
+@click.option(
+    "--transport", type=click.Choice(sorted(TRANSPORTS)), help="Default: delivery.transport."
+)
+@click.option(
+    "--retry-failed", is_flag=True, help="Send failed rows again (in-doubt ones may arrive twice)."
+)
+@click.option(
+    "--strict", is_flag=True, help="SendGrid: cancel and resend batches in doubt (no duplicates)."
+)
+@click.option(
+    "--send-at", callback=_iso, metavar="ISO", help="SendGrid: deliver at this time (≤ 72 h ahead)."
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 1000),
+    help="Rows per batch; default delivery.batch_size.",
+)
+@click.option(
+    "--to",
+    "to",
+    multiple=True,
+    metavar="ADDR",
+    help="Test send to ADDR only; the ledger is untouched.",
+)
+@click.option(
+    "--as",
+    "as_email",
+    metavar="EMAIL",
+    help="With --to: show the edition as this subscriber sees it.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@pass_env
+def send_command(
+    env: Env,
+    digest: str,
+    week: str,
+    transport: str | None,
+    retry_failed: bool,
+    strict: bool,
+    send_at: datetime | None,
+    batch_size: int | None,
+    to: tuple[str, ...],
+    as_email: str | None,
+    as_json: bool,
+) -> None:
+    """Deliver an edition, exactly once per subscriber; safe to run again to resume.
+
+    \b
+    Example:
+      digest send weekly --week 2026-W05 --transport sendgrid --strict
+      digest send weekly --week 2026-W05 --to me@example.com --as ana@example.com
+    Exit code 3 when any delivery failed; see the summary lines for the reasons.
+    """
+    config, edition = env.config, _edition(env, digest, week)
+    out = make_transport(
+        transport or config.delivery.transport, config, edition_key=edition.key, now=env.now
+    )
+    try:
+        if to:
+            _test_send(env, edition, to, as_email, out, as_json)
+            return
+        options = sending.SendOptions(
+            batch_size=batch_size or config.delivery.batch_size,
+            retry_failed=retry_failed,
+            strict=strict,
+            send_at=send_at,
+        )
+        with _progress() as progress:
+            summary = sending.send_edition(
+                edition,
+                config=config,
+                ledger=env.store.deliveries,
+                transport=out,
+                secret=secret(),
+                now=env.now,
+                options=options,
+                progress=progress,
+            )
+    finally:
+        out.close()
+    if as_json:
+        click.echo(json.dumps(summary.to_dict(), indent=2))
+    else:
+        click.echo(summary.line())
+        for reason, count in summary.failures:
+            click.echo(f"  {count} failed: {reason}")
+    if summary.failed:
+        raise SystemExit(int(ExitCode.DELIVERY_FAILED))
+
+
+def _test_send(
+    env: Env,
+    edition: Edition,
+    to: tuple[str, ...],
+    as_email: str | None,
+    out: Transport,
+    as_json: bool,
+) -> None:
+    subscriber = _subscriber(env, as_email)
+    results = sending.test_send(
+        edition, subscriber, to, config=env.config, transport=out, secret=secret()
+    )
+    rows = [{"to": a, "ok": r.ok, "error": r.error} for a, r in zip(to, results, strict=False)]
+    if as_json:
+        click.echo(json.dumps({"as": subscriber.email, "results": rows}, indent=2))
+    else:
+        for row in rows:
+            status = "sent" if row["ok"] else f"failed: {row['error']}"
+            click.echo(f"test to {row['to']} (as {subscriber.email}): {status}")
+    if not all(r.ok for r in results):
+        raise SystemExit(int(ExitCode.DELIVERY_FAILED))
+
+
+def _subscriber(env: Env, as_email: str | None) -> Subscriber:
+    if as_email:
+        found = env.store.subscribers.get_by_email(as_email)
+        if found is None:
+            raise NotFoundError(f"no subscriber {as_email}", hint="digest subscribers list")
+        return found
+    first = next(env.store.subscribers.iter_all(status="active", chunk=1), None)
+    if first is None:
+        raise NotFoundError("no active subscriber to show the edition as", hint="pass --as EMAIL")
+    return first
+
+
+@click.command("cancel")
+@click.argument("digest")
+@click.option("--week", required=True, metavar="W", help="ISO week of the edition, e.g. 2026-W05.")
+@pass_env
+def cancel_command(env: Env, digest: str, week: str) -> None:
+    """Cancel the edition's scheduled SendGrid batches; their rows go back to pending.
+
+    Only batches at least 10 minutes from their send time can still be withheld. Run
+    `digest send` again (maybe with a new --send-at) to deliver them later.
+
+    \b
+    Example:
+      digest cancel weekly --week 2026-W05
+    """
+    edition = _edition(env, digest, week)
+    out = make_transport("sendgrid", env.config, edition_key=edition.key, now=env.now)
+    try:
+        result = sending.cancel_scheduled(
+            edition.key, ledger=env.store.deliveries, transport=out, now=env.now
+        )
+    finally:
+        out.close()
+    batches = "batch" if result.batches == 1 else "batches"
+    click.echo(f"cancelled {result.batches} {batches}, {result.rows} deliveries back to pending")
+
+
+COMMANDS: list[click.Command] = [send_command, cancel_command]

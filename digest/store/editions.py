@@ -7,7 +7,8 @@ from datetime import datetime
 from sqlalchemy import Connection, Engine, delete, select
 
 from digest.editions import Edition
-from digest.store.schema import edition_articles, editions
+from digest.errors import UsageError
+from digest.store.schema import deliveries, edition_articles, editions
 
 
 class EditionStore:
@@ -20,10 +21,21 @@ class EditionStore:
         return None if row is None else Edition.from_dict(row.data)
 
     def save(self, edition: Edition, *, replace: bool = False) -> None:
-        """Store `edition`; with `replace`, the earlier one of the same key goes, in one transaction."""
+        """Store `edition`; with `replace`, the earlier one of that key goes in one transaction.
+
+        Replacing an edition that has deliveries is refused inside the same transaction, so a
+        send that starts meanwhile can never find its edition changed under it.
+        """
         with self.engine.begin() as conn:
             if replace:
-                conn.execute(delete(edition_articles).where(edition_articles.c.edition_key == edition.key))
+                if _has_deliveries(conn, edition.key):
+                    raise UsageError(
+                        f"edition {edition.key} has deliveries; it can no longer be rebuilt",
+                        hint="a sent edition stays as it was sent; build the next week instead",
+                    )
+                conn.execute(
+                    delete(edition_articles).where(edition_articles.c.edition_key == edition.key)
+                )
                 conn.execute(delete(editions).where(editions.c.key == edition.key))
             conn.execute(
                 editions.insert().values(
@@ -44,7 +56,9 @@ class EditionStore:
             if approved_at is not None:
                 values["approved_at"] = approved_at
             conn.execute(editions.update().where(editions.c.key == edition.key).values(**values))
-            conn.execute(delete(edition_articles).where(edition_articles.c.edition_key == edition.key))
+            conn.execute(
+                delete(edition_articles).where(edition_articles.c.edition_key == edition.key)
+            )
             _write_carried(conn, edition)
 
     def carried_before(self, digest: str, period: str) -> set[str]:
@@ -56,12 +70,24 @@ class EditionStore:
         with self.engine.connect() as conn:
             return {r.article_id for r in conn.execute(query)}
 
+    def has_deliveries(self, key: str) -> bool:
+        """Whether any delivery row exists for edition `key` (planned, sent or failed)."""
+        with self.engine.connect() as conn:
+            return _has_deliveries(conn, key)
+
     def list(self, digest: str | None = None) -> list[tuple[str, str, datetime]]:
-        query = select(editions.c.key, editions.c.status, editions.c.created_at).order_by(editions.c.key)
+        query = select(editions.c.key, editions.c.status, editions.c.created_at).order_by(
+            editions.c.key
+        )
         if digest:
             query = query.where(editions.c.digest == digest)
         with self.engine.connect() as conn:
             return [(r.key, r.status, r.created_at) for r in conn.execute(query)]
+
+
+def _has_deliveries(conn: Connection, key: str) -> bool:
+    query = select(deliveries.c.id).where(deliveries.c.edition_key == key).limit(1)
+    return conn.execute(query).first() is not None
 
 
 def _write_carried(conn: Connection, edition: Edition) -> None:
@@ -71,7 +97,10 @@ def _write_carried(conn: Connection, edition: Edition) -> None:
     if ids:
         conn.execute(
             edition_articles.insert(),
-            [{"edition_key": edition.key, "article_id": a, "digest": edition.digest} for a in sorted(ids)],
+            [
+                {"edition_key": edition.key, "article_id": a, "digest": edition.digest}
+                for a in sorted(ids)
+            ],
         )
 
 

@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, Row, func, select
+from sqlalchemy.exc import IntegrityError
 
-from digest.store.schema import subscribers
+from digest.errors import DigestError
+from digest.store.schema import deliveries, subscribers
 from digest.subscribers import Subscriber
+
+LOOKUP_CHUNK = 500  # addresses per IN (...) query, well under every driver's limit
+
+
+@dataclass(frozen=True)
+class SubscriberRecord:
+    """A subscriber with the bookkeeping `digest subscribers show` prints."""
+
+    subscriber: Subscriber
+    status_reason: str
+    created_at: datetime
+    updated_at: datetime
+    deliveries: dict[str, int]  # delivery rows by state
 
 
 def _to_subscriber(row: Row[Any]) -> Subscriber:
@@ -90,8 +106,14 @@ class SubscriberStore:
             )
         return bool(result.rowcount)
 
-    def iter_all(self, *, status: str | None = None, chunk: int = 1000) -> Iterator[Subscriber]:
-        """Every subscriber (optionally of one status), by id, streamed in chunks."""
+    def iter_all(
+        self, *, status: str | None = None, topic: str | None = None, chunk: int = 1000
+    ) -> Iterator[Subscriber]:
+        """Every subscriber (optionally of one status and topic), by id, streamed in chunks."""
+        if topic is not None:
+            # topics is a JSON list; filtering here keeps one query for SQLite and PostgreSQL
+            yield from (s for s in self.iter_all(status=status, chunk=chunk) if topic in s.topics)
+            return
         last = 0
         while True:
             query = select(subscribers).where(subscribers.c.id > last)
@@ -111,3 +133,67 @@ class SubscriberStore:
             query = query.where(subscribers.c.status == status)
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
+
+    def get_many_by_email(self, emails: Iterable[str]) -> dict[str, Subscriber]:
+        """Known subscribers among `emails` (normalized addresses), keyed by address."""
+        wanted = sorted({e.strip().lower() for e in emails})
+        found: dict[str, Subscriber] = {}
+        with self.engine.connect() as conn:
+            for i in range(0, len(wanted), LOOKUP_CHUNK):
+                query = select(subscribers).where(
+                    subscribers.c.email.in_(wanted[i : i + LOOKUP_CHUNK])
+                )
+                for row in conn.execute(query):
+                    found[row.email] = _to_subscriber(row)
+        return found
+
+    def apply_import(
+        self, adds: Sequence[Subscriber], updates: Sequence[Subscriber], *, now: datetime
+    ) -> None:
+        """Insert `adds` and rewrite `updates` (matched by id) in one transaction."""
+        try:
+            with self.engine.begin() as conn:
+                if adds:
+                    conn.execute(
+                        subscribers.insert(),
+                        [{**_values(s), "created_at": now, "updated_at": now} for s in adds],
+                    )
+                for s in updates:
+                    conn.execute(
+                        subscribers.update()
+                        .where(subscribers.c.id == s.id)
+                        .values(**_values(s), updated_at=now)
+                    )
+        except IntegrityError:
+            # Someone signed up with one of these addresses while the import ran.
+            raise DigestError(
+                "subscribers changed while importing; nothing was imported",
+                hint="run the import again",
+            ) from None
+
+    def delete(self, subscriber_id: int) -> bool:
+        """Delete a subscriber's row; False if there is none. Delivery rows keep their history."""
+        with self.engine.begin() as conn:
+            result = conn.execute(subscribers.delete().where(subscribers.c.id == subscriber_id))
+        return bool(result.rowcount)
+
+    def record(self, email: str) -> SubscriberRecord | None:
+        """The subscriber with this address and its bookkeeping, or None."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(subscribers).where(subscribers.c.email == email.strip().lower())
+            ).first()
+            if row is None:
+                return None
+            counts = conn.execute(
+                select(deliveries.c.state, func.count().label("n"))
+                .where(deliveries.c.subscriber_id == row.id)
+                .group_by(deliveries.c.state)
+            ).all()
+        return SubscriberRecord(
+            subscriber=_to_subscriber(row),
+            status_reason=row.status_reason or "",
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            deliveries={r.state: int(r.n) for r in counts},
+        )

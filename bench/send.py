@@ -1,0 +1,168 @@
+"""Throughput and memory of `send_edition` through the real SendGrid transport.
+
+A temp SQLite store gets N synthetic active subscribers (bulk insert) and one edition;
+the fake SendGrid server runs in its own process, so it does not share our GIL. Prints
+recipients/s for planning, sending and end to end, the peak RSS of this process, and the
+machine. Run at two sizes to see that memory does not grow with the list:
+
+    python bench/send.py --subscribers 20000
+    python bench/send.py --subscribers 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import platform
+import random
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from digest import send as sending  # noqa: E402
+from digest.compose import content_key  # noqa: E402
+from digest.config import Config, load_config  # noqa: E402
+from digest.editions import Edition  # noqa: E402
+from digest.store import Store, open_store  # noqa: E402
+from digest.store.schema import subscribers  # noqa: E402
+from digest.transports import make_transport  # noqa: E402
+
+TOPICS = ("politics", "tech", "economy", "climate", "culture", "health")
+SECRET = "bench-secret-0123456789"
+INSERT_CHUNK = 10_000
+
+
+def _serve(conn: Connection) -> None:
+    """The fake SendGrid in a child process: report its URL, then serve until told to stop."""
+    from fake_sendgrid import FakeSendGrid
+
+    with FakeSendGrid() as fake:
+        conn.send((fake.url, fake.api_key))
+        conn.recv()  # "count?"
+        conn.send(len(fake.delivered()))
+        conn.recv()  # "stop"
+
+
+def _audience(store: Store, n: int, now: datetime) -> None:
+    """N active subscribers, each with 1–3 topics drawn with a fixed seed."""
+    rng = random.Random(42)
+    rows = []
+    with store.engine.begin() as conn:
+        for i in range(n):
+            topics = rng.sample(TOPICS, rng.randint(1, 3))
+            rows.append(
+                {"email": f"reader{i}@example.org", "name": f"Reader {i}", "topics": topics,
+                 "timezone": "UTC", "locale": "en", "status": "active", "status_reason": "",
+                 "consent_method": "import", "consent_source": "bench", "consent_ip": "",
+                 "created_at": now, "updated_at": now}
+            )  # fmt: skip
+            if len(rows) == INSERT_CHUNK:
+                conn.execute(subscribers.insert(), rows)
+                rows = []
+        if rows:
+            conn.execute(subscribers.insert(), rows)
+
+
+def _edition() -> Edition:
+    from editions import make_edition
+
+    return make_edition(2, TOPICS)
+
+
+def _machine() -> str:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (
+        f"{platform.platform()}; {cpu}; {os.cpu_count()} cores; Python {platform.python_version()}"
+    )
+
+
+def _config(folder: Path, url: str, batch_size: int) -> Config:
+    shutil.copytree(ROOT / "templates", folder / "templates")
+    text = (ROOT / "digest.yaml").read_text()
+    text = text.replace("https://api.sendgrid.com", url)
+    (folder / "digest.yaml").write_text(text)
+    config = load_config(folder / "digest.yaml")
+    delivery = config.delivery.model_copy(update={"batch_size": batch_size})
+    return config.model_copy(update={"delivery": delivery})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subscribers", type=int, default=100_000, help="audience size")
+    parser.add_argument("--batch-size", type=int, default=1000, help="rows per provider request")
+    args = parser.parse_args()
+
+    parent, child = mp.Pipe()
+    server = mp.Process(target=_serve, args=(child,), daemon=True)
+    server.start()
+    url, api_key = parent.recv()
+    os.environ["SENDGRID_API_KEY"] = api_key
+    folder = Path(tempfile.mkdtemp(prefix="digest-bench-"))
+    try:
+        now = datetime.now(UTC)
+        config = _config(folder, url, args.batch_size)
+        store = open_store(config.store_url)
+        t0 = time.perf_counter()
+        _audience(store, args.subscribers, now)
+        insert_s = time.perf_counter() - t0
+        edition = _edition()
+        store.editions.save(edition)
+        topics = edition.topics()
+
+        t1 = time.perf_counter()
+        planned = store.deliveries.plan(
+            edition.key, lambda _i, t: (content_key(t, topics, "A"), "A"), now=now
+        )
+        plan_s = time.perf_counter() - t1
+
+        transport = make_transport("sendgrid", config, edition_key=edition.key, now=lambda: now)
+        t2, cpu2 = time.perf_counter(), time.process_time()
+        summary = sending.send_edition(
+            edition, config=config, ledger=store.deliveries, transport=transport, secret=SECRET,
+            now=lambda: datetime.now(UTC),
+            options=sending.SendOptions(batch_size=args.batch_size),
+        )  # fmt: skip
+        send_s, send_cpu = time.perf_counter() - t2, time.process_time() - cpu2
+        parent.send("count?")
+        delivered = parent.recv()
+        store.close()
+    finally:
+        parent.send("stop")
+        server.join(timeout=10)
+        shutil.rmtree(folder, ignore_errors=True)
+
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    n = summary.sent
+    print(f"machine:      {_machine()}")
+    print(f"subscribers:  {args.subscribers:,} (bulk insert {insert_s:.1f} s, not counted)")
+    print(
+        f"plan:         {planned:,} rows in {plan_s:.2f} s = {planned / plan_s:,.0f} recipients/s"
+    )
+    print(f"send:         {n:,} sent in {send_s:.2f} s = {n / send_s:,.0f} recipients/s "
+          f"(batches of {args.batch_size}, {summary.renders} distinct contents)")  # fmt: skip
+    print(
+        f"send CPU:     {send_cpu:.2f} s in this process ({n / send_cpu:,.0f} recipients per CPU-second)"
+    )
+    print(f"end to end:   {n / (plan_s + send_s):,.0f} recipients/s")
+    print(f"provider got: {delivered:,} recipients; failed {summary.failed}")
+    print(f"peak RSS:     {rss_mb:,.0f} MiB (this process)")
+
+
+if __name__ == "__main__":
+    main()

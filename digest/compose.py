@@ -1,0 +1,199 @@
+"""Build the OutgoingEmail of one batch: content rendered once per content key, links per recipient.
+
+Recipients who share a content key (the same topics and variant) share one rendering;
+only the signed unsubscribe / preference links differ, and those travel as substitutions
+and per-recipient headers, so a provider request carries the HTML once per batch.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import zlib
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Protocol
+from urllib.parse import urlsplit
+
+from digest.config import Config
+from digest.editions import Edition
+from digest.render import PREFERENCES, UNSUBSCRIBE, compile_template, render_email
+from digest.transports.base import OutgoingEmail, Recipient
+
+ONE_CLICK = "List-Unsubscribe=One-Click"
+
+
+class Rendered(Protocol):
+    """What sending reads from a rendered email (digest.render.RenderedEmail)."""
+
+    @property
+    def subject(self) -> str: ...
+    @property
+    def preheader(self) -> str: ...
+    @property
+    def html(self) -> str: ...
+    @property
+    def text(self) -> str: ...
+
+
+# (topics, variant) -> content with link placeholders
+Renderer = Callable[[tuple[str, ...], str], Rendered]
+
+
+class Row(Protocol):
+    """A claimed delivery, as the ledger hands it over."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def subscriber_id(self) -> int: ...
+    @property
+    def email(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def variant(self) -> str: ...
+    @property
+    def content_key(self) -> str: ...
+
+
+def content_key(
+    subscriber_topics: Sequence[str], edition_topics: Sequence[str], variant: str
+) -> str:
+    """Recipients with the same key get identical content; empty when no topic is shared."""
+    shared = sorted(set(subscriber_topics) & set(edition_topics))
+    return f"{','.join(shared)}|{variant}" if shared else ""
+
+
+def topics_of(key: str) -> tuple[str, ...]:
+    """The topics encoded in a content key."""
+    topics = key.partition("|")[0]
+    return tuple(topics.split(",")) if topics else ()
+
+
+def variant_of(key: str) -> str:
+    return key.rpartition("|")[2]
+
+
+class ContentCache:
+    """Renders each content key once per run and keeps the result."""
+
+    def __init__(self, render: Renderer) -> None:
+        self._render = render
+        self._done: dict[str, Rendered] = {}
+        self.renders = 0
+
+    def get(self, key: str) -> Rendered:
+        found = self._done.get(key)
+        if found is None:
+            found = self._done[key] = self._render(topics_of(key), variant_of(key))
+            self.renders += 1
+        return found
+
+
+def default_renderer(config: Config, edition: Edition) -> Renderer:
+    """The project's template, compiled once, rendered with link placeholders."""
+    template = config.digest(edition.digest).template
+    compiled = compile_template(config.resolve(config.templates_dir), template)
+
+    def _render(topics: tuple[str, ...], _variant: str) -> Rendered:
+        return render_email(compiled, config, edition, topics, links=None)
+
+    return _render
+
+
+def list_id(config: Config, edition: Edition) -> str:
+    """`<DIGEST.HOST>`: lets mail clients group and filter the digest (RFC 2919)."""
+    host = urlsplit(config.site.base_url).hostname or "localhost"
+    return f"<{edition.digest}.{host}>"
+
+
+class LinkSigner:
+    """The links of digest.tokens, byte for byte, with each purpose's key derived once.
+
+    `tokens.make_token` builds a serializer, derives the key and tries zlib for every token;
+    at two links per recipient that was most of the time a send spent. tests/test_send.py
+    checks that both give the same tokens.
+    """
+
+    def __init__(self, base_url: str, secret: str) -> None:
+        self._base = base_url
+        self._macs = {
+            purpose: hmac.new(
+                hashlib.sha1(purpose.encode() + b"signer" + secret.encode()).digest(),
+                digestmod=hashlib.sha1,
+            )
+            for purpose in ("unsubscribe", "preferences")
+        }
+
+    def _token(self, purpose: str, payload: dict[str, object]) -> str:
+        raw = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+        packed = zlib.compress(raw)
+        body = b"." + _b64(packed) if len(packed) < len(raw) - 1 else _b64(raw)
+        mac = self._macs[purpose].copy()
+        mac.update(body)
+        return (body + b"." + _b64(mac.digest())).decode("ascii")
+
+    def unsubscribe_url(self, subscriber_id: int, edition_key: str = "") -> str:
+        payload: dict[str, object] = {"s": subscriber_id}
+        if edition_key:
+            payload["e"] = edition_key
+        return f"{self._base}/u/{self._token('unsubscribe', payload)}"
+
+    def preferences_url(self, subscriber_id: int) -> str:
+        return f"{self._base}/p/{self._token('preferences', {'s': subscriber_id})}"
+
+
+def _b64(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+def recipient(row: Row, *, links: LinkSigner, edition: Edition, test: bool = False) -> Recipient:
+    """One addressee with signed links, one-click unsubscribe headers and tracking args."""
+    unsubscribe = links.unsubscribe_url(row.subscriber_id, edition.key)
+    preferences = links.preferences_url(row.subscriber_id)
+    args = {
+        "delivery_id": str(row.id),
+        "edition": edition.key,
+        "variant": row.variant,
+        "subscriber_id": str(row.subscriber_id),
+    }
+    if test:
+        args["test"] = "true"
+    return Recipient(
+        delivery_id=row.id,
+        email=row.email,
+        name=row.name,
+        substitutions={UNSUBSCRIBE: unsubscribe, PREFERENCES: preferences},
+        headers={"List-Unsubscribe": f"<{unsubscribe}>", "List-Unsubscribe-Post": ONE_CLICK},
+        custom_args=args,
+    )
+
+
+def compose(
+    content: Rendered,
+    recipients: Sequence[Recipient],
+    *,
+    config: Config,
+    edition: Edition,
+    batch_id: str | None = None,
+    send_at: datetime | None = None,
+    subject_prefix: str = "",
+) -> OutgoingEmail:
+    """One message for a batch of recipients who share `content`."""
+    return OutgoingEmail(
+        subject=subject_prefix + content.subject,
+        html=content.html,
+        text=content.text,
+        from_email=config.sender.address,
+        from_name=config.sender.name,
+        reply_to=config.sender.reply_to,
+        recipients=tuple(recipients),
+        headers={"List-Id": list_id(config, edition)},
+        categories=(edition.digest,),
+        send_at=send_at,
+        batch_id=batch_id,
+        preheader=content.preheader,
+    )

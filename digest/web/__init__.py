@@ -1,0 +1,80 @@
+"""The HTTP side: one-click unsubscribe, preferences, double opt-in and the SendGrid webhook.
+
+`create_app` is the one place that wires config, store, clock and secret into Flask; each
+concern is its own blueprint, and there is no module-level app.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from flask import Flask, current_app, render_template
+
+from digest.config import Config
+from digest.config import secret as config_secret
+from digest.errors import DigestError, InputError
+from digest.store import Store, open_store
+from digest.tokens import BadToken
+from digest.web import health, preferences, subscribe, unsubscribe, webhook
+from digest.web.context import EXTENSION, WebContext
+
+# The pages shipped with the package; a project may override them in <templates_dir>/web.
+_DEFAULT_PAGES = Path(__file__).resolve().parent.parent.parent / "templates" / "web"
+MAX_BODY_BYTES = 10 * 1024 * 1024
+
+
+def create_app(
+    config: Config,
+    store: Store | None = None,
+    *,
+    now: Callable[[], datetime] | datetime | None = None,
+    secret: str | None = None,
+) -> Flask:
+    """A Flask app serving the subscriber pages and the webhook for `config`'s project."""
+    pages = config.resolve(config.templates_dir) / "web"
+    app = Flask(__name__, template_folder=str(pages if pages.is_dir() else _DEFAULT_PAGES))
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.extensions[EXTENSION] = WebContext(
+        config=config,
+        store=store if store is not None else open_store(config.store_url),
+        now=_clock(now),
+        secret=secret if secret is not None else config_secret(),
+    )
+    for module in (unsubscribe, preferences, subscribe, webhook, health):
+        app.register_blueprint(module.bp)
+    app.register_error_handler(BadToken, _bad_link)
+    app.register_error_handler(InputError, _bad_input)
+    app.register_error_handler(DigestError, _unavailable)
+    app.context_processor(lambda: {"site": config.site})
+    return app
+
+
+def _clock(now: Callable[[], datetime] | datetime | None) -> Callable[[], datetime]:
+    if now is None:
+        # The factory is a wiring place, like the CLI: the one spot that reads the clock.
+        return lambda: datetime.now(UTC)
+    if isinstance(now, datetime):
+        fixed = now
+        return lambda: fixed
+    return now
+
+
+def _bad_link(exc: BadToken) -> tuple[str, int]:
+    hint = "If you copied the link from an email, make sure you copied all of it."
+    page = render_template(
+        "error.html", title="This link does not work", message=str(exc), hint=hint
+    )
+    return page, 400
+
+
+def _bad_input(exc: InputError) -> tuple[str, int]:
+    return render_template("error.html", title="Something is not right", message=exc.reason), 400
+
+
+def _unavailable(exc: DigestError) -> tuple[str, int]:
+    current_app.logger.error("%s", exc)
+    return render_template(
+        "error.html", title="Please try again later", message="We could not do that just now."
+    ), 503

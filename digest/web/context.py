@@ -1,0 +1,53 @@
+"""What every request handler needs (config, store, clock, secret), and token lookups."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from flask import current_app
+
+from digest.config import Config
+from digest.store import Store
+from digest.subscribers import Subscriber
+from digest.tokens import BadToken, read_token
+
+EXTENSION = "digest"
+
+
+@dataclass(frozen=True)
+class WebContext:
+    config: Config
+    store: Store
+    now: Callable[[], datetime]
+    secret: str
+
+
+def web() -> WebContext:
+    """The context `create_app` wired for the app serving this request."""
+    ctx: WebContext = current_app.extensions[EXTENSION]
+    return ctx
+
+
+def subscriber_for(purpose: str, token: str) -> tuple[Subscriber, dict[str, Any]]:
+    """The subscriber a token names, and its payload; BadToken if either is not valid."""
+    ctx = web()
+    payload = read_token(ctx.secret, purpose, token)
+    subscriber = ctx.store.subscribers.get(payload["s"])
+    if subscriber is None:
+        # Same answer as a bad signature: a link must not reveal which ids exist.
+        raise BadToken("this link is not valid (it was changed, or is for something else)")
+    return subscriber, payload
+
+
+def form_signature(secret: str, token: str) -> str:
+    """HMAC tying a form to its link, so a page needs no cookie to be safe from CSRF."""
+    return hmac.new(secret.encode(), f"csrf:{token}".encode(), hashlib.sha256).hexdigest()
+
+
+def signature_ok(secret: str, token: str, given: str | None) -> bool:
+    return given is not None and hmac.compare_digest(form_signature(secret, token), given)

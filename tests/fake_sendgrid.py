@@ -1,0 +1,388 @@
+"""A local stand-in for SendGrid's v3 API that checks every body against the official schema.
+
+It answers the way the live API does (202 + X-Message-Id, 400/401/413/415 in SendGrid's
+error format) and can misbehave on demand: fail, answer slowly, or hang up. A body that
+is accepted counts as delivered unless its batch is cancelled, even when the client gave
+up waiting for the answer: that is the window a real provider leaves open.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import fastjsonschema
+import pytest
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "sendgrid"
+API_KEY = "SG.test-key"
+SEND = "/v3/mail/send"
+BATCH = "/v3/mail/batch"
+SCHEDULED = "/v3/user/scheduled_sends"
+MAX_BODY = 30 * 1024 * 1024  # the live API's limit on a whole request
+SEND_AT_LIMIT = timedelta(hours=72)
+MAX_PAUSED_OR_CANCELLED = 10  # "no more than 10 different batches at one time"
+# Headers the live API refuses to let a sender set (its documentation lists them).
+RESERVED_HEADERS = frozenset(
+    h.lower()
+    for h in (
+        "x-sg-id", "x-sg-eid", "received", "dkim-signature", "Content-Type",
+        "Content-Transfer-Encoding", "To", "From", "Subject", "Reply-To", "CC", "BCC",
+    )
+)  # fmt: skip
+
+Validator = Callable[[Any], Any]
+
+
+# -- the schema --------------------------------------------------------------
+def _load(name: str) -> dict[str, Any]:
+    path = REFERENCE / name
+    if not path.is_file():
+        raise RuntimeError(
+            f"{path}: missing; the fake SendGrid validates against this OpenAPI file"
+        )
+    return json.loads(path.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+
+
+def _inline(node: Any, root: dict[str, Any]) -> Any:
+    """Replace every local $ref by its target, so one JSON Schema stands alone."""
+    if isinstance(node, list):
+        return [_inline(v, root) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _inline(v, root) for k, v in node.items() if k not in ("$ref", "example", "examples")}
+    if "$ref" in node:
+        target: Any = root
+        for part in node["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        out = {**out, **_inline(target, root)}  # siblings of $ref (type, default) then the target
+    out.pop("nullable", None)  # OpenAPI-only keyword
+    return out
+
+
+def _request_schema(document: dict[str, Any], path: str) -> dict[str, Any]:
+    body = _inline(document["paths"][path]["post"]["requestBody"], document)
+    return body["content"]["application/json"]["schema"]  # type: ignore[no-any-return]
+
+
+def mail_send_schema() -> dict[str, Any]:
+    """The Mail Send body schema, with the published file's mistakes corrected."""
+    schema = _request_schema(_load("tsg_mail_v3.json"), SEND)
+    props = schema["properties"]
+    strings = {"type": "object", "additionalProperties": {"type": "string"}}
+    # Published as a string; the client sends, and the live API wants, an object of strings.
+    props["custom_args"] = strings
+    # Header and custom_args values must be strings on the live API; the file says only "object".
+    props["headers"] = strings
+    person = props["personalizations"]["items"]
+    person["properties"]["headers"] = strings
+    person["properties"]["custom_args"] = {**person["properties"]["custom_args"], **strings}
+    # The live API wants at least one personalization and one `to` in each; the file has no minimum.
+    props["personalizations"]["minItems"] = 1
+    person["properties"]["to"]["minItems"] = 1
+    person["properties"]["to"]["maxItems"] = 1000
+    props["content"]["minItems"] = 1
+    return schema
+
+
+def scheduled_send_schema() -> dict[str, Any]:
+    return _request_schema(_load("tsg_scheduled_sends_v3.json"), SCHEDULED)
+
+
+@cache
+def validators() -> tuple[Validator, Validator]:
+    """Compiled once per test session: compiling costs far more than validating."""
+    mail, scheduled = mail_send_schema(), scheduled_send_schema()
+    return fastjsonschema.compile(mail), fastjsonschema.compile(scheduled)
+
+
+class Refused(Exception):
+    """An answer in SendGrid's error format."""
+
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.field = status, message, field
+
+
+def check_schema(validate: Validator, body: Any) -> None:
+    """Raise Refused(400) naming the field the way SendGrid does (personalizations.0.to)."""
+    try:
+        validate(body)
+    except fastjsonschema.JsonSchemaValueException as exc:
+        field = ".".join(str(p) for p in exc.path[1:]) or None
+        message = exc.message.replace("data.", "", 1).replace("data ", "body ", 1)
+        raise Refused(400, message, field) from None
+
+
+def check_live_rules(body: dict[str, Any], now: datetime) -> None:
+    """What the live API refuses beyond the schema."""
+    content = [c["type"] for c in body.get("content", [])]
+    if "text/plain" in content and content.index("text/plain") != 0:
+        raise Refused(400, "text/plain must come first in content, then text/html", "content")
+    if "subject" not in body and any("subject" not in p for p in body["personalizations"]):
+        raise Refused(400, "The subject is required", "subject")
+    limit = int((now + SEND_AT_LIMIT).timestamp())
+    for where, owner in [
+        ("", body),
+        *((f"personalizations.{i}.", p) for i, p in enumerate(body["personalizations"])),
+    ]:
+        if owner.get("send_at", 0) > limit:
+            raise Refused(
+                400, "send_at cannot be more than 72 hours in the future", where + "send_at"
+            )
+        for name in owner.get("headers", {}):
+            if name.lower() in RESERVED_HEADERS:
+                raise Refused(
+                    400, f"the header {name} is reserved and cannot be set", where + "headers"
+                )
+
+
+# -- the server ---------------------------------------------------------------
+@dataclass
+class _Fault:
+    kind: str  # "fail", "slow", "drop", or "none"
+    status: int = 0
+    headers: dict[str, str] = field(default_factory=dict)
+    message: str = ""
+    seconds: float = 0.0
+    accept: bool = False
+
+
+class FakeSendGrid:
+    """SendGrid's Mail Send, batch and scheduled-send endpoints on 127.0.0.1, port 0."""
+
+    def __init__(
+        self, *, api_key: str = API_KEY, now: Callable[[], datetime] | None = None
+    ) -> None:
+        validators()  # compile now, not inside the first (possibly timed) request
+        self.api_key = api_key
+        self.now = now or (lambda: datetime.now(UTC))  # the clock send_at is checked against
+        self.requests: list[dict[str, Any]] = []
+        self.batches: set[str] = set()
+        self.cancelled: set[str] = set()
+        self.paused: set[str] = set()
+        self.answers: list[tuple[str, int]] = []  # (path, status; 0 = hung up), in order
+        self._faults: dict[str, list[_Fault]] = {}
+        self._latency = 0.0
+        self._lock = threading.Lock()
+        self._closing = threading.Event()
+        self._server = _Server(("127.0.0.1", 0), _Handler)
+        self._server.fake = self
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        # A short poll interval keeps shutdown (and so each test's teardown) near-instant.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.02,), name="fake-sendgrid", daemon=True
+        )
+
+    # -- lifecycle
+    def start(self) -> FakeSendGrid:
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._closing.set()
+        if self._thread.is_alive():
+            self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> FakeSendGrid:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- what tests read
+    def delivered(self) -> list[str]:
+        """The `to` address of every accepted personalization outside a cancelled batch."""
+        with self._lock:
+            return [
+                to["email"]
+                for body in self.requests
+                if body.get("batch_id") not in self.cancelled
+                for p in body["personalizations"]
+                for to in p["to"]
+            ]
+
+    # -- misbehaviour on demand (Mail Send unless `path` says otherwise)
+    def fail_next(
+        self,
+        status: int,
+        n: int = 1,
+        *,
+        headers: dict[str, str] | None = None,
+        message: str = "injected failure",
+        path: str = SEND,
+    ) -> None:
+        self._queue(
+            path, n, _Fault("fail", status=status, headers=dict(headers or {}), message=message)
+        )
+
+    def slow_next(self, seconds: float, n: int = 1, *, path: str = SEND) -> None:
+        """Accept the request, then wait before answering (a client timeout leaves it in doubt)."""
+        self._queue(path, n, _Fault("slow", seconds=seconds))
+
+    def drop_next(self, n: int = 1, *, accept: bool = False, path: str = SEND) -> None:
+        """Read the request and hang up; with accept=True it still counts as delivered."""
+        self._queue(path, n, _Fault("drop", accept=accept))
+
+    def set_latency(self, seconds: float) -> None:
+        """Every answer waits this long after the request was accepted."""
+        self._latency = seconds
+
+    def _queue(self, path: str, n: int, fault: _Fault) -> None:
+        with self._lock:
+            self._faults.setdefault(path, []).extend([fault] * n)
+
+    def _next_fault(self, path: str) -> _Fault | None:
+        with self._lock:
+            queue = self._faults.get(path)
+            return queue.pop(0) if queue else None
+
+    def _wait(self, seconds: float) -> None:
+        if seconds > 0:
+            self._closing.wait(seconds)
+
+    # -- endpoints: each returns (status, headers, body) or raises Refused
+    def handle(self, path: str, body: Any) -> tuple[int, dict[str, str], Any]:
+        if path == SEND:
+            return self._send(body)
+        if path == BATCH:
+            batch_id = secrets.token_urlsafe(24).replace("-", "x").replace("_", "y")
+            with self._lock:
+                self.batches.add(batch_id)
+            return 201, {}, {"batch_id": batch_id}
+        if path == SCHEDULED:
+            return self._schedule(body)
+        raise Refused(404, "not found")
+
+    def _send(self, body: Any) -> tuple[int, dict[str, str], Any]:
+        check_schema(validators()[0], body)
+        check_live_rules(body, self.now())
+        with self._lock:
+            if "batch_id" in body and body["batch_id"] not in self.batches:
+                raise Refused(400, "invalid batch id", "batch_id")
+            self.requests.append(body)
+        return 202, {"X-Message-Id": secrets.token_urlsafe(16)[:22]}, None
+
+    def _schedule(self, body: Any) -> tuple[int, dict[str, str], Any]:
+        check_schema(validators()[1], body)
+        batch_id, status = body["batch_id"], body["status"]
+        with self._lock:
+            if batch_id not in self.batches:
+                raise Refused(400, "invalid batch id", "batch_id")
+            held = self.cancelled | self.paused
+            if batch_id not in held and len(held) >= MAX_PAUSED_OR_CANCELLED:
+                raise Refused(400, "you cannot pause or cancel more than 10 batches at one time")
+            (self.cancelled if status == "cancel" else self.paused).add(batch_id)
+            (self.paused if status == "cancel" else self.cancelled).discard(batch_id)
+        return 201, {}, {"batch_id": batch_id, "status": status}
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # The default backlog of 5 drops connections under concurrent senders; the client
+    # then waits a full SYN retry (1 s), past short test timeouts.
+    request_queue_size = 128
+    fake: FakeSendGrid
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Quiet: a client that timed out and hung up is part of the tests."""
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet."""
+
+    def do_POST(self) -> None:
+        fake = self.server.fake
+        path = self.path.split("?", 1)[0]
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length <= MAX_BODY else b""
+        fault = fake._next_fault(path) or _Fault("none")
+        if fault.kind == "drop" and not fault.accept:
+            self._hang_up(fake, path)
+            return
+        headers: dict[str, str] = {}
+        try:
+            if fault.kind == "fail":
+                headers = fault.headers
+                raise Refused(fault.status, fault.message)
+            status, headers, answer = self._answer(fake, path, raw, length)
+        except Refused as exc:
+            status, answer = (
+                exc.status,
+                {"errors": [{"message": exc.message, "field": exc.field, "help": None}]},
+            )
+        if fault.kind == "drop":
+            self._hang_up(fake, path)
+            return
+        fake._wait(fake._latency + fault.seconds)
+        with fake._lock:
+            fake.answers.append((path, status))
+        self._reply(status, headers, answer)
+
+    def _hang_up(self, fake: FakeSendGrid, path: str) -> None:
+        with fake._lock:
+            fake.answers.append((path, 0))
+        self.close_connection = True  # no status line: the client sees the connection close
+
+    def _answer(
+        self, fake: FakeSendGrid, path: str, raw: bytes, length: int
+    ) -> tuple[int, dict[str, str], Any]:
+        auth = self.headers.get("Authorization")
+        if not auth:
+            raise Refused(401, "authorization required")
+        if auth != f"Bearer {fake.api_key}":
+            raise Refused(401, "The provided authorization grant is invalid, expired, or revoked")
+        if length > MAX_BODY:
+            raise Refused(413, "content too large")
+        if (
+            raw
+            and (self.headers.get("Content-Type") or "").split(";")[0].strip() != "application/json"
+        ):
+            raise Refused(415, "Content-Type should be application/json.")
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            raise Refused(400, "Bad Request") from None
+        return fake.handle(path, body)
+
+    def _reply(self, status: int, headers: dict[str, str], answer: Any) -> None:
+        data = b"" if answer is None else json.dumps(answer).encode()
+        try:
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            if data:
+                self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        except OSError:
+            pass  # the client gave up waiting
+
+
+@pytest.fixture(name="fake_sendgrid")
+def fake_sendgrid() -> Iterator[FakeSendGrid]:
+    """A running fake SendGrid: `.url` is SendGridSettings(host=...), `.api_key` the key."""
+    with FakeSendGrid() as fake:
+        yield fake
+
+
+def rate_limit_headers(reset_at: float, limit: int = 600) -> dict[str, str]:
+    """The headers SendGrid sends with a 429."""
+    return {
+        "X-RateLimit-Limit": str(limit),
+        "X-RateLimit-Remaining": "0",
+        "X-RateLimit-Reset": str(int(reset_at)),
+    }
