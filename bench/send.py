@@ -156,9 +156,8 @@ def main() -> None:
     )
     print(f"send:         {n:,} sent in {send_s:.2f} s = {n / send_s:,.0f} recipients/s "
           f"(batches of {args.batch_size}, {summary.renders} distinct contents)")  # fmt: skip
-    print(
-        f"send CPU:     {send_cpu:.2f} s in this process ({n / send_cpu:,.0f} recipients per CPU-second)"
-    )
+    print(f"send CPU:     {send_cpu:.2f} s in this process "
+          f"({n / send_cpu:,.0f} recipients per CPU-second)")  # fmt: skip
     print(f"end to end:   {n / (plan_s + send_s):,.0f} recipients/s")
     print(f"provider got: {delivered:,} recipients; failed {summary.failed}")
     print(f"peak RSS:     {rss_mb:,.0f} MiB (this process)")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -93,9 +93,10 @@ def _read_yaml(name: str, text: str) -> ParsedFile:
         root = loader.get_single_node()
         if root is None:
             return ParsedFile(name, (), ())
+        root_line: int = root.start_mark.line + 1
         items = _yaml_items(root)
         if isinstance(items, str):
-            return _broken(name, root.start_mark.line + 1, items)
+            return _broken(name, root_line, items)
         rows: list[RawRow] = []
         problems: list[FileProblem] = []
         for node in items:
@@ -115,11 +116,11 @@ def _read_yaml(name: str, text: str) -> ParsedFile:
         loader.dispose()
 
 
-def _yaml_items(root: yaml.Node) -> Sequence[yaml.Node] | str:
+def _yaml_items(root: yaml.Node) -> list[yaml.Node] | str:
     """The item nodes of a top-level list or of `subscribers:`; a reason string if neither."""
     expected = "expected a list of subscribers, or a mapping with a 'subscribers' list"
     if isinstance(root, yaml.SequenceNode):
-        return root.value
+        return list(root.value)
     if isinstance(root, yaml.MappingNode):
         keys = [k.value for k, _ in root.value]
         if keys != ["subscribers"]:
@@ -127,7 +128,7 @@ def _yaml_items(root: yaml.Node) -> Sequence[yaml.Node] | str:
             return f"unknown top-level key {extra[0]!r}; {expected}" if extra else expected
         value = root.value[0][1]
         if isinstance(value, yaml.SequenceNode):
-            return value.value
+            return list(value.value)
         if isinstance(value, yaml.ScalarNode) and value.value in ("", "~", "null"):
             return []
     return expected

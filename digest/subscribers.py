@@ -232,12 +232,13 @@ def import_subscribers(
     """
     from digest.subscriber_files import expand, read_file
 
-    files = expand(paths)
-    for raw in paths:
+    given = list(paths)
+    for raw in given:
         if not Path(raw).exists():
             raise SubscriberError(str(raw), "no such file or directory")
+    files = expand(given)
     if not files:
-        raise SubscriberError(", ".join(map(str, paths)), "no *.yaml, *.yml or *.csv files")
+        raise SubscriberError(", ".join(map(str, given)), "no *.yaml, *.yml or *.csv files")
     rows: list[tuple[str, int, Subscriber, frozenset[str]]] = []
     invalid: list[InvalidRow] = []
     first_seen: dict[str, tuple[str, int]] = {}
@@ -255,7 +256,9 @@ def import_subscribers(
             if seen is not None:
                 where = f"{seen[0]}:{seen[1]} and {raw_row.file}:{raw_row.line}"
                 invalid.append(
-                    InvalidRow(raw_row.file, raw_row.line, f"{subscriber.email} appears twice: {where}")
+                    InvalidRow(
+                        raw_row.file, raw_row.line, f"{subscriber.email} appears twice: {where}"
+                    )
                 )
                 continue
             first_seen[subscriber.email] = (raw_row.file, raw_row.line)
@@ -299,11 +302,11 @@ def merge(old: Subscriber, row: Subscriber, given: frozenset[str]) -> tuple[Subs
         if (name in given or name == "topics") and getattr(row, name) != getattr(old, name):
             changes[name] = getattr(row, name)
     kept = old.status in SUPPRESSED and row.status != old.status
-    if not kept and "status" in given and row.status != old.status:
-        # A confirmed opt-in is not undone by a list that still says "pending".
-        if not (old.status == "active" and row.status == "pending"):
-            changes["status"] = row.status
-    if old.consent_at is None and row.consent_at is not None:
+    # A confirmed opt-in is not undone by a list that still says "pending".
+    undoes_opt_in = old.status == "active" and row.status == "pending"
+    if not kept and "status" in given and row.status != old.status and not undoes_opt_in:
+        changes["status"] = row.status
+    if not kept and old.consent_at is None and row.consent_at is not None:
         changes.update(
             consent_at=row.consent_at,
             consent_method=row.consent_method,

@@ -51,9 +51,11 @@ _READER = re.compile(r"\byou(?:r|rs|rself)?\b", re.IGNORECASE)
 _QUOTES = re.compile(r"[\"“”«»]")
 # A clause that ends on one of these was cut mid-thought.
 _DANGLING_WORDS = (
-    "and or but nor of to the a an with for in on at by as that which who whether if than from into"
+    "and or but nor of to the a an with for in on at by as which who whether if than from into"
 )
 _DANGLING = frozenset(_DANGLING_WORDS.split())
+# ... but "that" closes a sentence after these ("after that", "more than that").
+_BEFORE_THAT = {"after", "before", "like", "than", "beyond", "about", "all", "just", "of", "with"}
 MIN_WORDS, MAX_WORDS = 4, 30
 
 
@@ -122,6 +124,8 @@ def _from_cue(sentence: str) -> str | None:
         return None
     clause = _DASH.split(m.group("clause"), maxsplit=1)[0]
     clause = clause.split(";", 1)[0]
+    # "whether X, or whether Y": ask about X alone; "Do you think X, or whether Y?" is broken
+    clause = re.split(r",?\s+(?:or|and)\s+whether\b", clause, maxsplit=1, flags=re.I)[0]
     clause = re.sub(r"[\s.!?…,:\"”’')]+$", "", clause)
     clause = re.sub(r"\s+or\s+not$", "", clause, flags=re.IGNORECASE)
     return _clean(f"Do you think {clause}?")
@@ -139,7 +143,10 @@ def _clean(question: str) -> str | None:
     words = body.split()
     if not MIN_WORDS <= len(words) <= MAX_WORDS:
         return None
-    if words[-1].lower().strip(",") in _DANGLING or body.endswith(","):
+    last, before = words[-1].lower(), words[-2].lower()
+    if last in _DANGLING or body.endswith(","):
+        return None
+    if last == "that" and before not in _BEFORE_THAT:  # "the fact that" is cut short
         return None
     if (
         _QUOTES.search(body)
@@ -178,16 +185,23 @@ def choose_thoughts(
     then GENERIC. `used` are prompts the edition already shows. "" when every pool is spent.
     """
     taken = set(used)
-    out: list[str] = []
-    for article, topic in cards:
-        derived = derive_prompt(article.body_html) if article.body_html else None
-        prompt = own_prompt(article, taken) or (derived if derived not in taken else None)
-        if prompt is None:
+    chosen: list[str | None] = [None] * len(cards)
+
+    def take(i: int, prompt: str | None) -> None:
+        if prompt and prompt not in taken:
+            chosen[i] = prompt
+            taken.add(prompt)
+
+    # Own prompts across the whole edition first, so a fallback never takes one of them.
+    for i, (article, _topic) in enumerate(cards):
+        take(i, own_prompt(article, taken))
+    for i, (article, _topic) in enumerate(cards):
+        if chosen[i] is None and article.body_html:
+            take(i, derive_prompt(article.body_html))
+    for i, (_article, topic) in enumerate(cards):
+        if chosen[i] is None:
             pool = list(fallbacks.get(topic, ()))
             start = offset % len(pool) if pool else 0
             rotated = pool[start:] + pool[:start]
-            prompt = next((p for p in [*rotated, *GENERIC] if p not in taken), "")
-        if prompt:
-            taken.add(prompt)
-        out.append(prompt)
-    return out
+            take(i, next((p for p in [*rotated, *GENERIC] if p not in taken), None))
+    return [p or "" for p in chosen]

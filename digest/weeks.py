@@ -26,9 +26,6 @@ class Week:
     def label(self) -> str:
         return f"{self.year}-W{self.number:02d}"
 
-    def previous(self) -> Week:
-        return _week(self.start.date() - timedelta(days=7), self.start.tzinfo)  # type: ignore[arg-type]
-
 
 def _local_midnight(day: date, tz: ZoneInfo) -> datetime:
     # A round trip through UTC moves a midnight that a DST jump skips (e.g. America/Santiago)

@@ -1,8 +1,9 @@
 """A real SMTP server (aiosmtpd) on 127.0.0.1 for tests: records what it receives and can
 be told to misbehave (refuse a recipient, drop the connection, demand AUTH or STARTTLS).
 
-Use it from a test module with `from fake_smtp import smtp_server  # noqa: F401`
-(and `smtp_ssl_server` for implicit TLS).
+Use it from a test module with
+`from fake_smtp import smtp_server as smtp_server_fixture  # noqa: F401` (the alias keeps
+ruff from reading the test argument as a redefinition); `smtp_ssl_server` is implicit TLS.
 """
 
 from __future__ import annotations
@@ -135,7 +136,7 @@ class _Controller(Controller):
     def _trigger_server(self) -> None:
         # Listening on port 0: learn the real port before the base class connects to it.
         assert self.server is not None
-        self.port = self.server.sockets[0].getsockname()[1]
+        self.port = cast(asyncio.Server, self.server).sockets[0].getsockname()[1]
         super()._trigger_server()
 
 
@@ -143,9 +144,12 @@ def _authenticator(state: _State) -> Any:
     def check(
         server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
     ) -> AuthResult:
-        if isinstance(data, LoginPassword) and state.auth is not None:
-            if (data.login.decode(), data.password.decode()) == state.auth:
-                return AuthResult(success=True, auth_data=data)
+        if (
+            isinstance(data, LoginPassword)
+            and state.auth is not None
+            and (data.login.decode(), data.password.decode()) == state.auth
+        ):
+            return AuthResult(success=True, auth_data=data)
         return AuthResult(success=False, handled=False)
 
     return check
@@ -227,7 +231,7 @@ class FakeSmtp:
     def settings(self, **overrides: Any) -> SmtpSettings:
         security = "tls" if self.implicit_tls else "none"
         values: dict[str, Any] = {"host": HOST, "port": self.port, "security": security}
-        return SmtpSettings(**{**values, "timeout": 5.0, **overrides})
+        return SmtpSettings.model_validate({**values, "timeout": 5.0, **overrides})
 
     def _server_context(self) -> ssl.SSLContext:
         cert, key = self._certificate()
@@ -264,9 +268,7 @@ def _write_self_signed(cert_path: Path, key_path: Path) -> None:
         )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(public), critical=False
-        )
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(public), critical=False)
         .sign(key, hashes.SHA256())
     )
     key_path.write_bytes(
@@ -288,13 +290,13 @@ def _running(tmp_path_factory: pytest.TempPathFactory, *, implicit_tls: bool) ->
         server.stop()
 
 
-@pytest.fixture
+@pytest.fixture(name="smtp_server")
 def smtp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeSmtp]:
     """A plain SMTP server on 127.0.0.1 (port 0); call use_starttls()/require_auth() to harden."""
     yield from _running(tmp_path_factory, implicit_tls=False)
 
 
-@pytest.fixture
+@pytest.fixture(name="smtp_ssl_server")
 def smtp_ssl_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeSmtp]:
     """An implicit-TLS (SMTPS) server on 127.0.0.1 with a self-signed certificate."""
     yield from _running(tmp_path_factory, implicit_tls=True)

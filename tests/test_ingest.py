@@ -1,11 +1,11 @@
-"""Ingest: every source format becomes clean articles; a broken source or entry is named, never
-half-stored, and never stops the other sources."""
+"""Ingest: each format becomes clean articles; a broken source is named, stores nothing."""
 
 from __future__ import annotations
 
 import functools
 import http.server
 import json
+import re
 import shutil
 import threading
 from collections import Counter
@@ -76,12 +76,11 @@ def test_rss_items_carry_categories_and_digest_extension_elements(
         "Is this a blip or a trend? What would tell you which?",
         "Who passes the cost on first: cable makers or builders?",
     )
-    assert copper.sources == ("Prism Wire",)
-    assert copper.id == article_id("https://wire.example.com/2026/11/copper-three-year-high")
+    assert copper.sources == ("Prism Wire",) and copper.id == article_id(copper.url)
     assert copper.published_at == datetime(2026, 11, 17, 16, 40, tzinfo=UTC)
     drills = _by_title(store)["South Korea and Japan resume naval drills after nine years"]
-    assert drills.image == "https://images.example.net/2026/11/naval-drills.jpg"
     assert drills.topics == ("politics",)  # "Defense" maps, "Asia" is ignored
+    assert drills.image == "https://images.example.net/2026/11/naval-drills.jpg"
 
 
 def test_atom_entries_use_published_date_in_utc_and_enclosure_image(
@@ -206,7 +205,6 @@ def test_missing_summary_falls_back_to_the_body_lead_in_whole_sentences(
         "in January for the first time in ten years, its organisers announced on Sunday. It will "
         "be held near Ségou rather than at its former home outside Timbuktu."
     )
-    assert len(mali.summary) <= 300
 
 
 def test_lead_stops_at_a_sentence_boundary_and_never_cuts_a_word() -> None:
@@ -354,7 +352,7 @@ def feed_server() -> Iterator[tuple[str, list[str]]]:
 
     handler = functools.partial(Handler, directory=str(root))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}", agents
@@ -399,5 +397,4 @@ def test_sample_articles_cover_every_topic_in_each_demo_week(config: Config, sto
     assert any(a.pinned for a in articles) and any(a.priority for a in articles)
     asks = ("The question becomes whether", "It remains to be seen", "What is unclear is")
     assert sum(any(q in a.body_html for q in asks) for a in articles) >= 10
-    hosts = {a.url.split("/")[2].rsplit(".", 2)[-2:][0] for a in articles}
-    assert hosts == {"example"}  # example.com / .org / .net only
+    assert all(re.match(r"https://[a-z.]*\bexample\.(com|org|net)/", a.url) for a in articles)

@@ -8,9 +8,11 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import pytest
-from fake_smtp import FakeSmtp, smtp_server, smtp_ssl_server  # noqa: F401
+from fake_smtp import FakeSmtp
+from fake_smtp import smtp_server as smtp_server_fixture  # noqa: F401
+from fake_smtp import smtp_ssl_server as smtp_ssl_server_fixture  # noqa: F401
 
-from digest.config import Config
+from digest.config import Config, SmtpSettings
 from digest.errors import ConfigError, TransportError
 from digest.transports import make_transport
 from digest.transports.base import OutgoingEmail, Recipient
@@ -224,19 +226,14 @@ def test_a_server_that_is_not_there_is_a_retryable_error() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    transport = SmtpTransport(
-        _settings_for_port(port), username=None, password=None, now=_clock
+    settings = SmtpSettings.model_validate(
+        {"host": "127.0.0.1", "port": port, "security": "none", "timeout": 2.0}
     )
+    transport = SmtpTransport(settings, username=None, password=None, now=_clock)
     with pytest.raises(TransportError) as caught:
         transport.send(_email(1))
     assert caught.value.retryable is True
     assert f"smtp 127.0.0.1:{port}: cannot connect" in caught.value.message
-
-
-def _settings_for_port(port: int) -> Any:
-    from digest.config import SmtpSettings
-
-    return SmtpSettings(host="127.0.0.1", port=port, security="none", timeout=2.0)
 
 
 def _with_smtp(config: Config, **smtp: Any) -> Config:

@@ -8,13 +8,19 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import Run
+
 from digest.config import Config
 from digest.store import Store
 from digest.subscribers import Subscriber, import_subscribers
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def _in_project(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Paths on the command line are relative to the project, as when run from it."""
+    monkeypatch.chdir(project)
 
 
 def _write(folder: Path, name: str, text: str) -> Path:
@@ -140,7 +146,7 @@ def test_yaml_and_csv_rows_are_reported_by_the_line_they_start_on(
         (
             "broken.yaml",
             "- email: a@example.com\n  topics: [tech\n- email: b@example.com\n",
-            "broken.yaml:3: invalid YAML: expected ',' or ']', but got '-'",
+            "broken.yaml:3: invalid YAML: expected ',' or ']'",
         ),
         (
             "shape.yaml",
@@ -159,7 +165,8 @@ def test_yaml_and_csv_rows_are_reported_by_the_line_they_start_on(
         ),
         (
             "twice.yaml",
-            "- email: Ana@Example.com\n  topics: [tech]\n- email: ana@example.COM\n  topics: [health]\n",
+            "- email: Ana@Example.com\n  topics: [tech]\n"
+            "- email: ana@example.COM\n  topics: [health]\n",
             "twice.yaml:3: ana@example.com appears twice: ",
         ),
     ],
@@ -182,7 +189,9 @@ def test_an_invalid_row_is_reported_by_file_and_line_and_nothing_changes(
 
 def test_a_duplicate_names_both_lines(config: Config, store: Store, tmp_path: Path) -> None:
     first = _write(tmp_path, "a.yaml", "- email: ana@example.com\n  topics: [tech]\n")
-    second = _write(tmp_path, "b.csv", "email,topics\nbob@example.com,tech\nANA@example.com,health\n")
+    second = _write(
+        tmp_path, "b.csv", "email,topics\nbob@example.com,tech\nANA@example.com,health\n"
+    )
     report = import_subscribers(config, store, [first, second], now=NOW)
     assert [str(r) for r in report.invalid] == [
         f"{second}:3: ana@example.com appears twice: {first}:1 and {second}:3"
@@ -200,7 +209,9 @@ def test_skip_invalid_imports_the_valid_rows_and_lists_the_rest(
     )
     result = run("subscribers", "import", "mixed.csv", "--skip-invalid")
     assert "invalid    mixed.csv:3: invalid address 'bad@'" in result.stderr
-    assert "2 added, 0 updated, 0 unchanged, 0 kept suppressed, 1 invalid (skipped)" in result.stdout
+    assert (
+        "2 added, 0 updated, 0 unchanged, 0 kept suppressed, 1 invalid (skipped)" in result.stdout
+    )
     assert _emails(store) == ["fine@example.net", "ok@example.com"]
 
 
@@ -247,8 +258,8 @@ def test_an_import_never_resubscribes_an_unsubscribed_reader(
     )
     result = run("subscribers", "import", "back.yaml")
 
-    assert "kept unsubscribed back.yaml:1  gone@example.com" in result.stdout
-    assert "kept bounced    back.yaml:4  bounce@example.com" in result.stdout
+    assert "kept       back.yaml:1  gone@example.com  (kept unsubscribed)" in result.stdout
+    assert "kept       back.yaml:5  bounce@example.com  (kept bounced)" in result.stdout
     after = store.subscribers.get(gone.id or 0)
     assert after is not None and after.status == "unsubscribed"
     assert (after.name, after.topics) == ("Gone Again", ("climate",))
@@ -257,7 +268,9 @@ def test_an_import_never_resubscribes_an_unsubscribed_reader(
 
 def test_an_import_can_record_an_unsubscribe(config: Config, store: Store, tmp_path: Path) -> None:
     store.subscribers.add(Subscriber(email="a@example.com", topics=("tech",)), now=NOW)
-    path = _write(tmp_path, "opt-outs.csv", "email,topics,status\na@example.com,tech,unsubscribed\n")
+    path = _write(
+        tmp_path, "opt-outs.csv", "email,topics,status\na@example.com,tech,unsubscribed\n"
+    )
     report = import_subscribers(config, store, [path], now=NOW)
     assert [r.email for r in report.updated] == ["a@example.com"]
     assert _emails(store, "unsubscribed") == ["a@example.com"]
@@ -357,7 +370,9 @@ def test_add_rejects_a_bad_address_topic_or_time_zone(run: Run, store: Store) ->
     assert "error: two@@example.com: invalid address 'two@@example.com'" in bad.stderr
     topic = run("subscribers", "add", "a@example.com", "--topic", "sport", expect=2)
     assert "error: a@example.com: unknown topic 'sport' (valid: politics, tech," in topic.stderr
-    tz = run("subscribers", "add", "a@example.com", "--topic", "tech", "--timezone", "Nowhere", expect=2)
+    tz = run(
+        "subscribers", "add", "a@example.com", "--topic", "tech", "--timezone", "Nowhere", expect=2
+    )  # fmt: skip
     assert "unknown time zone 'Nowhere'" in tz.stderr
     assert store.subscribers.count() == 0
 

@@ -10,8 +10,7 @@ import click
 from digest import select
 from digest.cli import Env, pass_env
 from digest.editions import Edition
-from digest.errors import NotFoundError
-from digest.weeks import current_week, parse_week
+from digest.weeks import current_week
 
 TITLE_WIDTH = 48
 
@@ -93,12 +92,7 @@ def show_command(env: Env, digest: str, week: str, as_json: bool) -> None:
     Example:
       digest edition show weekly --week 2026-W48 --json
     """
-    d = env.config.digest(digest)
-    label = parse_week(week, env.config.digest_timezone(d)).label
-    edition = env.store.editions.get(f"{d.key}/{label}")
-    if edition is None:
-        raise NotFoundError(f"no edition {d.key}/{label}", hint=f"digest build {d.key} --week {label}")
-    _print(env, edition, as_json)
+    _print(env, select.load_edition(env.config, env.store, digest, week), as_json)
 
 
 def _adjust(env: Env, digest: str, week: str, change: Callable[[Edition], Edition]) -> None:
@@ -140,7 +134,9 @@ def drop_command(env: Env, digest: str, week: str, article_id: str) -> None:
 @click.argument("digest")
 @_week_option(required=True)
 @click.argument("article_id")
-@click.option("--to", "position", type=int, required=True, help="New position in its section, 1 = first.")
+@click.option(
+    "--to", "position", type=int, required=True, help="New position in its section, 1 = first."
+)
 @pass_env
 def move_command(env: Env, digest: str, week: str, article_id: str, position: int) -> None:
     """Move an article to another position within its section.

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 import click
 
@@ -49,12 +50,12 @@ def _progress() -> Iterator[sending.Progress | None]:
     if not sys.stderr.isatty():
         yield None
         return
-    state: dict[str, object] = {}
+    bars: list[Any] = []  # made on the first call, when the total is known
+    shown = [0]
     started = time.monotonic()
 
     def update(done: int, total: int) -> None:
-        bar = state.get("bar")
-        if bar is None:
+        if not bars:
             bar = click.progressbar(
                 length=max(total, 1),
                 file=sys.stderr,
@@ -63,18 +64,16 @@ def _progress() -> Iterator[sending.Progress | None]:
                 label="sending",
                 item_show_func=lambda rate: rate,
             )
-            bar.__enter__()
-            state["bar"], state["done"] = bar, 0
+            bars.append(bar.__enter__())
         rate = done / max(time.monotonic() - started, 1e-6)
-        bar.update(done - int(state["done"]), f"{rate:,.0f}/s")  # type: ignore[attr-defined]
-        state["done"] = done
+        bars[0].update(done - shown[0], f"{rate:,.0f}/s")
+        shown[0] = done
 
     try:
         yield update
     finally:
-        bar = state.get("bar")
-        if bar is not None:
-            bar.__exit__(None, None, None)  # type: ignore[attr-defined]
+        for bar in bars:
+            bar.__exit__(None, None, None)
 
 
 @click.command("send")

@@ -68,7 +68,7 @@ def _print_report(report: ImportReport) -> None:
     for ref in report.updated:
         click.echo(f"updated    {ref.file}:{ref.line}  {ref.email}")
     for ref in report.kept:
-        click.echo(f"kept {ref.note:<10} {ref.file}:{ref.line}  {ref.email}")
+        click.echo(f"kept       {ref.file}:{ref.line}  {ref.email}  (kept {ref.note})")
     for bad in report.invalid:
         click.echo(f"invalid    {bad}", err=True)
     verb = "imported" if report.applied else "would import (nothing changed)"
@@ -90,8 +90,12 @@ def _output(path: Path | None) -> Iterator[TextIO]:
 
 
 @subscribers.command("export")
-@click.option("--format", "fmt", type=click.Choice(["csv", "yaml"]), default="csv", show_default=True)
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="File to write; default stdout.")
+@click.option(
+    "--format", "fmt", type=click.Choice(["csv", "yaml"]), default="csv", show_default=True
+)
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path), help="File to write; default stdout."
+)
 @click.option("--status", type=_status, help="Only subscribers with this status.")
 @pass_env
 def export(env: Env, fmt: str, output: Path | None, status: str | None) -> None:
@@ -141,7 +145,9 @@ def list_(env: Env, status: str | None, topic: str | None, as_json: bool) -> Non
 @click.option("--timezone", default="", help="IANA time zone; default the site's.")
 @click.option("--status", type=_status, default="active", show_default=True)
 @pass_env
-def add(env: Env, email: str, name: str, topics: tuple[str, ...], timezone: str, status: str) -> None:
+def add(
+    env: Env, email: str, name: str, topics: tuple[str, ...], timezone: str, status: str
+) -> None:
     """Add one subscriber, recording consent as given on the command line ("cli").
 
     \b

@@ -50,14 +50,14 @@ class HasArticles(Protocol):
     def articles(self) -> ArticleSink: ...
 
 
-def reader_for(source: Source) -> Reader:
+def reader_for(source: Source, config_path: str = "digest.yaml") -> Reader:
     """The reader for a source's type; ConfigError lists the valid types."""
     try:
         return READERS[source.type]
     except KeyError:
         valid = ", ".join(sorted(READERS))
         raise ConfigError(
-            "digest.yaml",
+            config_path,
             f"unknown source type {source.type!r} (valid: {valid})",
             key=f"sources[{source.name}].type",
         ) from None
@@ -73,7 +73,9 @@ def ingest(
 ) -> IngestReport:
     """Read the sources (all, or those named) and upsert their articles, source by source."""
     sources = _chosen(config, names)
-    readers = [reader_for(s) for s in sources]  # fail on a bad type before storing anything
+    readers = [
+        reader_for(s, str(config.path)) for s in sources
+    ]  # fail on a bad type before storing anything
     claimed: dict[str, str] = {}  # article id -> source that brought it in this run
     reports = []
     for source, reader in zip(sources, readers, strict=True):

@@ -17,6 +17,7 @@ from digest.config import Config
 from digest.sources.report import EntryError
 
 SUMMARY_MAX_CHARS = 300
+_HTTP_URL = re.compile(r"^https?://[^/\s]+")
 AI_LABEL = "AI Analysis"
 
 
@@ -53,7 +54,7 @@ def to_article(
     url = (raw.url or "").strip()
     if not url and (require_link or not raw.id_key):
         raise EntryError("no link")
-    if url and not re.match(r"^https?://[^/\s]+", url):
+    if url and not _HTTP_URL.match(url):
         raise EntryError(f"link {url!r} is not an http(s) URL")
     if raw.published_at is None:
         raise EntryError("no date")
@@ -72,7 +73,7 @@ def to_article(
         body_html=body,
         read_minutes=raw.read_minutes or estimate_read_minutes(body),
         sources=(raw.credit or raw.source,),
-        image=raw.image or None,
+        image=raw.image if raw.image and _HTTP_URL.match(raw.image) else None,
         thoughts=_unique(t.strip() for t in raw.thoughts),
         ai_generated=raw.ai_generated,
         priority=raw.priority,

@@ -33,9 +33,12 @@ class OutboxTransport:
     def __init__(self, folder: Path, now: Callable[[], datetime]) -> None:
         self.folder = Path(folder)
         self.now = now
+        self._stems: dict[str, str] | None = None  # delivery prefix -> file stem on disk
 
     def send(self, email: OutgoingEmail) -> list[SendResult]:
         """One file pair per recipient; a failed write fails that recipient only."""
+        if self._stems is None:  # list the folder once per transport, not once per message
+            self._stems = {p.stem.split("-", 1)[0]: p.stem for p in self.folder.glob("*.eml")}
         return [self._send_one(email, r) for r in email.recipients]
 
     def _send_one(self, email: OutgoingEmail, recipient: Recipient) -> SendResult:
@@ -54,9 +57,13 @@ class OutboxTransport:
 
     def _remove_stale(self, delivery_id: int, stem: str) -> None:
         # The same delivery re-sent to a changed address keeps one file, not two.
-        for old in self.folder.glob(f"{delivery_id:06d}-*"):
-            if old.stem != stem and old.suffix in (".eml", ".html"):
-                old.unlink(missing_ok=True)
+        assert self._stems is not None
+        prefix = f"{delivery_id:06d}"
+        old = self._stems.get(prefix)
+        if old is not None and old != stem:
+            for suffix in (".eml", ".html"):
+                (self.folder / f"{old}{suffix}").unlink(missing_ok=True)
+        self._stems[prefix] = stem
 
     def close(self) -> None:
         """Write index.html listing every message in the folder, earlier runs' included."""

@@ -9,6 +9,7 @@ once on a new connection and may then arrive twice.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import os
@@ -109,7 +110,9 @@ class SmtpTransport:
             ) from None
         except (OSError, smtplib.SMTPException) as exc:
             _quietly_close(conn)
-            raise TransportError(f"{self._where()}: cannot connect: {exc}", retryable=True) from None
+            raise TransportError(
+                f"{self._where()}: cannot connect: {exc}", retryable=True
+            ) from None
         self.connections += 1
         log.info("%s: connected (%s)", self._where(), s.security)
         self._conn = conn
@@ -200,10 +203,8 @@ def _text(reply: bytes | str) -> str:
 
 def _quietly_close(conn: smtplib.SMTP | None) -> None:
     if conn is not None:
-        try:
+        with contextlib.suppress(OSError):
             conn.close()
-        except OSError:
-            pass
 
 
 def _is_loopback(host: str) -> bool:
