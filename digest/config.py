@@ -124,7 +124,6 @@ class SendGridSettings(_Model):
     timeout: float = Field(30.0, gt=0, le=300, description="Seconds per HTTP request.")
     sandbox: bool = Field(False, description="Validate only; SendGrid delivers nothing.")
     categories: list[str] = Field(default_factory=list, description="Categories on every send.")
-    batch_size: int = Field(1000, ge=1, le=1000, description="Personalizations per request.")
 
 
 class SmtpSettings(_Model):
@@ -132,7 +131,9 @@ class SmtpSettings(_Model):
     port: int = Field(587, ge=1, le=65535, description="SMTP port.")
     security: Literal["starttls", "tls", "none"] = Field("starttls", description="TLS mode.")
     username_env: str = Field("SMTP_USERNAME", description="Environment variable with the login.")
-    password_env: str = Field("SMTP_PASSWORD", description="Environment variable with the password.")
+    password_env: str = Field(
+        "SMTP_PASSWORD", description="Environment variable with the password."
+    )
     timeout: float = Field(30.0, gt=0, le=300, description="Seconds per SMTP operation.")
     ca_file: str | None = Field(
         None, description="PEM file of a private CA to trust, relative to digest.yaml."
@@ -140,9 +141,16 @@ class SmtpSettings(_Model):
 
 
 class Delivery(_Model):
-    transport: Literal["outbox", "smtp", "sendgrid"] = Field("outbox", description="Default transport.")
+    transport: Literal["outbox", "smtp", "sendgrid"] = Field(
+        "outbox", description="Default transport."
+    )
     outbox_dir: str = Field("outbox", description="Folder for the outbox transport.")
-    batch_size: int = Field(500, ge=1, le=1000, description="Deliveries claimed per batch.")
+    batch_size: int = Field(
+        1000,
+        ge=1,
+        le=1000,
+        description="Deliveries per batch: one provider request (SendGrid allows 1000).",
+    )
     max_attempts: int = Field(5, ge=1, le=20, description="Tries per batch on retryable faults.")
     max_retry_seconds: float = Field(300.0, gt=0, description="Total time spent waiting to retry.")
     sendgrid: SendGridSettings = Field(default_factory=SendGridSettings)  # type: ignore[arg-type]
@@ -162,7 +170,10 @@ class Config(_Model):
     topics: list[Topic] = Field(min_length=1)
     sources: list[Source] = Field(default_factory=list)
     digests: list[Digest] = Field(min_length=1)
-    store: str = Field("sqlite:///digest.db", description="SQLAlchemy URL; SQLite paths are relative to digest.yaml.")
+    store: str = Field(
+        "sqlite:///digest.db",
+        description="SQLAlchemy URL; SQLite paths are relative to digest.yaml.",
+    )
     templates_dir: str = Field("templates", description="Email templates folder.")
     subscribers_dir: str = Field("subscribers", description="Default subscriber files folder.")
     delivery: Delivery = Field(default_factory=Delivery)  # type: ignore[arg-type]

@@ -5,11 +5,11 @@ Outbox and SMTP share this, so a file in the outbox is byte-for-byte what SMTP w
 
 from __future__ import annotations
 
+from datetime import datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, make_msgid
-from datetime import datetime
 
 from digest.transports.base import OutgoingEmail, Recipient
 

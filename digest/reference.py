@@ -38,13 +38,21 @@ def _model_rows(model: type[BaseModel], prefix: str) -> list[str]:
             continue
         key = f"{prefix}{name}"
         annotation = field.annotation
-        inner = typing.get_args(annotation)[0] if typing.get_origin(annotation) is list else annotation
+        inner = (
+            typing.get_args(annotation)[0] if typing.get_origin(annotation) is list else annotation
+        )
         if isinstance(inner, type) and issubclass(inner, BaseModel):
             suffix = "[]" if typing.get_origin(annotation) is list else ""
             rows.extend(_model_rows(inner, f"{key}{suffix}."))
             continue
-        default = "required" if field.is_required() else f"`{field.get_default(call_default_factory=True)!r}`"
-        rows.append(f"| `{key}` | {_type_name(annotation)} | {default} | {field.description or ''} |")
+        default = (
+            "required"
+            if field.is_required()
+            else f"`{field.get_default(call_default_factory=True)!r}`"
+        )
+        rows.append(
+            f"| `{key}` | {_type_name(annotation)} | {default} | {field.description or ''} |"
+        )
     return rows
 
 
@@ -59,7 +67,9 @@ def cli_reference(group: click.Group) -> str:
     out: list[str] = []
 
     def walk(command: click.Command, path: list[str]) -> None:
-        ctx = click.Context(command, info_name=" ".join(path))
+        ctx = click.Context(
+            command, info_name=" ".join(path), terminal_width=88, max_content_width=88
+        )
         out.append(f"### `{' '.join(path)}`\n\n```\n{command.get_help(ctx).rstrip()}\n```\n")
         if isinstance(command, click.Group):
             for name in sorted(command.list_commands(ctx)):

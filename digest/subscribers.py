@@ -248,7 +248,7 @@ def import_subscribers(
         consent = Consent(at=now, method="import", source=path.name)
         for raw_row in parsed.rows:
             try:
-                subscriber, given = validate_row(raw_row.fields, config, consent)
+                subscriber, fields_given = validate_row(raw_row.fields, config, consent)
             except ValueError as exc:
                 invalid.append(InvalidRow(raw_row.file, raw_row.line, str(exc)))
                 continue
@@ -262,19 +262,19 @@ def import_subscribers(
                 )
                 continue
             first_seen[subscriber.email] = (raw_row.file, raw_row.line)
-            rows.append((raw_row.file, raw_row.line, subscriber, given))
+            rows.append((raw_row.file, raw_row.line, subscriber, fields_given))
 
     existing = store.subscribers.get_many_by_email([r[2].email for r in rows])
     adds: list[Subscriber] = []
     changes: list[Subscriber] = []
     out: dict[str, list[RowRef]] = {"added": [], "updated": [], "unchanged": [], "kept": []}
-    for file, line, subscriber, given in rows:
+    for file, line, subscriber, fields_given in rows:
         old = existing.get(subscriber.email)
         if old is None:
             adds.append(subscriber)
             out["added"].append(RowRef(file, line, subscriber.email))
             continue
-        merged, kind = merge(old, subscriber, given)
+        merged, kind = merge(old, subscriber, fields_given)
         if merged != old:
             changes.append(merged)
         note = old.status if kind == "kept" else ""

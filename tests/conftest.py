@@ -58,7 +58,10 @@ def run(project: Path) -> Run:
     def _run(*args: str, expect: int = 0, input: str | None = None) -> Result:
         runner = CliRunner()
         result = runner.invoke(
-            cli, ["--config", str(project / "digest.yaml"), *args], input=input, catch_exceptions=True
+            cli,
+            ["--config", str(project / "digest.yaml"), *args],
+            input=input,
+            catch_exceptions=True,
         )
         if result.exit_code != expect:
             detail = result.output
@@ -66,7 +69,9 @@ def run(project: Path) -> Run:
                 import traceback
 
                 detail += "".join(traceback.format_exception(result.exception))
-            raise AssertionError(f"digest {' '.join(args)} exited {result.exit_code}, expected {expect}:\n{detail}")
+            raise AssertionError(
+                f"digest {' '.join(args)} exited {result.exit_code}, expected {expect}:\n{detail}"
+            )
         return result
 
     return _run

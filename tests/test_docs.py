@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 from cogapp import Cog
-
 from conftest import ROOT
+
 from digest.cli import cli
 
 

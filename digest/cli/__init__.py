@@ -4,7 +4,6 @@ DigestError into one line on stderr and its exit code."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -54,7 +53,9 @@ def _parse_now(_ctx: click.Context, _param: click.Parameter, value: str | None) 
     try:
         when = datetime.fromisoformat(value)
     except ValueError:
-        raise click.BadParameter("expected an ISO 8601 date-time, e.g. 2026-11-25T09:00:00Z") from None
+        raise click.BadParameter(
+            "expected an ISO 8601 date-time, e.g. 2026-11-25T09:00:00Z"
+        ) from None
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
@@ -126,7 +127,3 @@ _register()
 
 def main() -> None:
     cli(prog_name="digest")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

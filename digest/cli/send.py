@@ -6,7 +6,7 @@ import json
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +17,7 @@ from digest.cli import Env, pass_env
 from digest.config import secret
 from digest.editions import Edition
 from digest.errors import ExitCode, NotFoundError
+from digest.store.locks import run_lock
 from digest.subscribers import Subscriber
 from digest.transports import TRANSPORTS, make_transport
 from digest.transports.base import Transport
@@ -146,7 +147,7 @@ def send_command(
             strict=strict,
             send_at=send_at,
         )
-        with _progress() as progress:
+        with _send_lock(env, edition), _progress() as progress:
             summary = sending.send_edition(
                 edition,
                 config=config,
@@ -167,6 +168,11 @@ def send_command(
             click.echo(f"  {count} failed: {reason}")
     if summary.failed:
         raise SystemExit(int(ExitCode.DELIVERY_FAILED))
+
+
+def _send_lock(env: Env, edition: Edition) -> AbstractContextManager[None]:
+    """One send (or cancel) of an edition at a time; a crashed run's lock dies with it."""
+    return run_lock(env.store.engine, f"send-{edition.key}", what=f"a send of {edition.key}")
 
 
 def _test_send(
@@ -221,9 +227,10 @@ def cancel_command(env: Env, digest: str, week: str) -> None:
     edition = _edition(env, digest, week)
     out = make_transport("sendgrid", env.config, edition_key=edition.key, now=env.now)
     try:
-        result = sending.cancel_scheduled(
-            edition.key, ledger=env.store.deliveries, transport=out, now=env.now
-        )
+        with _send_lock(env, edition):
+            result = sending.cancel_scheduled(
+                edition.key, ledger=env.store.deliveries, transport=out, now=env.now
+            )
     finally:
         out.close()
     batches = "batch" if result.batches == 1 else "batches"
