@@ -1,17 +1,20 @@
-"""Throughput and memory of `send_edition` through the real SendGrid transport.
+"""Throughput and memory of planning and `send_edition` through the real SendGrid transport.
 
-A temp SQLite store gets N synthetic active subscribers (bulk insert) and one edition;
-the fake SendGrid server runs in its own process, so it does not share our GIL. Prints
-recipients/s for planning, sending and end to end, the peak RSS of this process, and the
-machine. Run at two sizes to see that memory does not grow with the list:
+A temp SQLite store gets N synthetic active subscribers (bulk insert, in a child process
+so its memory is not counted) and one edition; the fake SendGrid server runs in its own
+process, so it does not share our GIL. Prints the machine and its load, recipients/s for
+planning, sending and end to end, and the peak RSS of the sender and of the fake server.
+Run at two sizes to see that the sender's memory does not grow with the list:
 
     python bench/send.py --subscribers 20000
     python bench/send.py --subscribers 100000
+    python bench/send.py --subscribers 30000 --profile /tmp/send.prof   # cProfile of plan + send
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import multiprocessing as mp
 import os
 import platform
@@ -32,7 +35,7 @@ from digest import send as sending  # noqa: E402
 from digest.compose import content_key  # noqa: E402
 from digest.config import Config, load_config  # noqa: E402
 from digest.editions import Edition  # noqa: E402
-from digest.store import Store, open_store  # noqa: E402
+from digest.store import open_store  # noqa: E402
 from digest.store.schema import subscribers  # noqa: E402
 from digest.transports import make_transport  # noqa: E402
 
@@ -48,12 +51,14 @@ def _serve(conn: Connection) -> None:
     with FakeSendGrid() as fake:
         conn.send((fake.url, fake.api_key))
         conn.recv()  # "count?"
-        conn.send(len(fake.delivered()))
+        cpu = resource.getrusage(resource.RUSAGE_SELF)
+        conn.send((len(fake.delivered()), cpu.ru_maxrss / 1024, cpu.ru_utime + cpu.ru_stime))
         conn.recv()  # "stop"
 
 
-def _audience(store: Store, n: int, now: datetime) -> None:
+def _audience(url: str, n: int, now: datetime) -> None:
     """N active subscribers, each with 1–3 topics drawn with a fixed seed."""
+    store = open_store(url)
     rng = random.Random(42)
     rows = []
     with store.engine.begin() as conn:
@@ -70,6 +75,7 @@ def _audience(store: Store, n: int, now: datetime) -> None:
                 rows = []
         if rows:
             conn.execute(subscribers.insert(), rows)
+    store.close()
 
 
 def _edition() -> Edition:
@@ -92,6 +98,11 @@ def _machine() -> str:
     )
 
 
+def _load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} {five:.2f} {fifteen:.2f} (1, 5, 15 min)"
+
+
 def _config(folder: Path, url: str, batch_size: int) -> Config:
     shutil.copytree(ROOT / "templates", folder / "templates")
     text = (ROOT / "digest.yaml").read_text()
@@ -106,7 +117,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subscribers", type=int, default=100_000, help="audience size")
     parser.add_argument("--batch-size", type=int, default=1000, help="rows per provider request")
+    parser.add_argument("--profile", type=Path, help="write cProfile stats of plan + send here")
     args = parser.parse_args()
+    load_at_start = _load()
 
     parent, child = mp.Pipe()
     server = mp.Process(target=_serve, args=(child,), daemon=True)
@@ -117,19 +130,24 @@ def main() -> None:
     try:
         now = datetime.now(UTC)
         config = _config(folder, url, args.batch_size)
-        store = open_store(config.store_url)
         t0 = time.perf_counter()
-        _audience(store, args.subscribers, now)
+        filler = mp.Process(target=_audience, args=(config.store_url, args.subscribers, now))
+        filler.start()
+        filler.join()
         insert_s = time.perf_counter() - t0
+        store = open_store(config.store_url)
         edition = _edition()
         store.editions.save(edition)
         topics = edition.topics()
+        profiler = cProfile.Profile() if args.profile else None
+        if profiler is not None:
+            profiler.enable()
 
-        t1 = time.perf_counter()
+        t1, cpu1 = time.perf_counter(), time.process_time()
         planned = store.deliveries.plan(
             edition.key, lambda _i, t: (content_key(t, topics, "A"), "A"), now=now
         )
-        plan_s = time.perf_counter() - t1
+        plan_s, plan_cpu = time.perf_counter() - t1, time.process_time() - cpu1
 
         transport = make_transport("sendgrid", config, edition_key=edition.key, now=lambda: now)
         t2, cpu2 = time.perf_counter(), time.process_time()
@@ -139,8 +157,11 @@ def main() -> None:
             options=sending.SendOptions(batch_size=args.batch_size),
         )  # fmt: skip
         send_s, send_cpu = time.perf_counter() - t2, time.process_time() - cpu2
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(str(args.profile))
         parent.send("count?")
-        delivered = parent.recv()
+        delivered, server_mb, server_cpu = parent.recv()
         store.close()
     finally:
         parent.send("stop")
@@ -150,17 +171,18 @@ def main() -> None:
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     n = summary.sent
     print(f"machine:      {_machine()}")
+    print(f"load average: {load_at_start} at start, {_load()} at end")
     print(f"subscribers:  {args.subscribers:,} (bulk insert {insert_s:.1f} s, not counted)")
-    print(
-        f"plan:         {planned:,} rows in {plan_s:.2f} s = {planned / plan_s:,.0f} recipients/s"
-    )
+    print(f"batch size:   {args.batch_size} ({summary.renders} distinct contents)")
+    print(f"plan:         {planned:,} rows in {plan_s:.2f} s = {planned / plan_s:,.0f} recipients/s "
+          f"(CPU {plan_cpu * 1e6 / max(planned, 1):.0f} µs/row)")  # fmt: skip
     print(f"send:         {n:,} sent in {send_s:.2f} s = {n / send_s:,.0f} recipients/s "
-          f"(batches of {args.batch_size}, {summary.renders} distinct contents)")  # fmt: skip
-    print(f"send CPU:     {send_cpu:.2f} s in this process "
-          f"({n / send_cpu:,.0f} recipients per CPU-second)")  # fmt: skip
+          f"(CPU {send_cpu * 1e6 / max(n, 1):.0f} µs/recipient in the sender)")  # fmt: skip
     print(f"end to end:   {n / (plan_s + send_s):,.0f} recipients/s")
-    print(f"provider got: {delivered:,} recipients; failed {summary.failed}")
-    print(f"peak RSS:     {rss_mb:,.0f} MiB (this process)")
+    print(f"provider got: {delivered:,} recipients; failed {summary.failed}; "
+          f"server CPU {server_cpu:.1f} s")  # fmt: skip
+    print(f"peak RSS:     sender {rss_mb:,.0f} MiB; fake server {server_mb:,.0f} MiB "
+          "(it keeps every request body)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -66,16 +66,23 @@ def cli_reference(group: click.Group) -> str:
     """Every command's --help, in a Markdown section each."""
     out: list[str] = []
 
-    def walk(command: click.Command, path: list[str]) -> None:
+    def walk(command: click.Command, path: list[str], parent: click.Context | None) -> None:
+        # Contexts chain to the group's, so settings such as `-h` for help are inherited
+        # exactly as they are when the command runs.
         ctx = click.Context(
-            command, info_name=" ".join(path), terminal_width=88, max_content_width=88
+            command,
+            parent=parent,
+            info_name=path[-1],
+            terminal_width=88,
+            max_content_width=88,
+            **(command.context_settings if parent is None else {}),
         )
         out.append(f"### `{' '.join(path)}`\n\n```\n{command.get_help(ctx).rstrip()}\n```\n")
         if isinstance(command, click.Group):
             for name in sorted(command.list_commands(ctx)):
                 sub = command.get_command(ctx, name)
                 if sub is not None and not sub.hidden:
-                    walk(sub, [*path, name])
+                    walk(sub, [*path, name], ctx)
 
-    walk(group, ["digest"])
+    walk(group, ["digest"], None)
     return "\n".join(out)

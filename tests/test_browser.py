@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from browser import chromium
 from conftest import ROOT, SECRET
 
 from digest.articles import Article
@@ -27,17 +28,6 @@ from digest.tokens import preferences_url, unsubscribe_url
 
 ARTIFACTS = ROOT / "test-artifacts"
 NOW = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 WIDTHS = (375, 1280)
 
 
@@ -155,7 +145,7 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 def test_subscriber_changes_topics_then_unsubscribes_in_a_browser(
     server: str, config: Config, store: Store, tmp_path: Path
 ) -> None:
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     served = config.model_copy(update={"site": config.site.model_copy(update={"base_url": server})})
     ana = store.subscribers.add(
@@ -165,36 +155,26 @@ def test_subscriber_changes_topics_then_unsubscribes_in_a_browser(
     email = _email_for(served, ana, edition)
     assert "A smaller chip" in email and "Why a regular bedtime" not in email
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch_persistent_context(
-            user_data_dir=str(tmp_path / "chromium"),
-            executable_path=CHROMIUM,
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": WIDTHS[0], "height": 800},
-        )
-        try:
-            page = browser.new_page()
-            page.set_content(email)
-            page.get_by_role("link", name="Manage your preferences").click()
-            expect(page.get_by_role("heading", level=1)).to_have_text("Your preferences")
-            page.get_by_label("Technology").uncheck()
-            page.get_by_label("Health").check()
-            page.get_by_label("Time zone").select_option("Europe/Lisbon")
-            page.get_by_role("button", name="Save preferences").click()
-            expect(page.get_by_role("status")).to_contain_text("Saved.")
-            _shoot(page, "preferences-saved")
+    with chromium(tmp_path / "chromium", width=WIDTHS[0], height=800) as browser:
+        page = browser.new_page()
+        page.set_content(email)
+        page.get_by_role("link", name="Manage your preferences").click()
+        expect(page.get_by_role("heading", level=1)).to_have_text("Your preferences")
+        page.get_by_label("Technology").uncheck()
+        page.get_by_label("Health").check()
+        page.get_by_label("Time zone").select_option("Europe/Lisbon")
+        page.get_by_role("button", name="Save preferences").click()
+        expect(page.get_by_role("status")).to_contain_text("Saved.")
+        _shoot(page, "preferences-saved")
 
-            page.set_content(email)
-            page.get_by_role("link", name="Unsubscribe").click()
-            expect(page.get_by_text("ana@example.com").first).to_be_visible()
-            _shoot(page, "unsubscribe")
-            page.get_by_role("button", name="Unsubscribe", exact=True).click()
-            expect(page.get_by_role("heading", level=1)).to_have_text("You are unsubscribed")
-            _shoot(page, "unsubscribed")
-            assert not browser.cookies()
-        finally:
-            browser.close()
+        page.set_content(email)
+        page.get_by_role("link", name="Unsubscribe").click()
+        expect(page.get_by_text("ana@example.com").first).to_be_visible()
+        _shoot(page, "unsubscribe")
+        page.get_by_role("button", name="Unsubscribe", exact=True).click()
+        expect(page.get_by_role("heading", level=1)).to_have_text("You are unsubscribed")
+        _shoot(page, "unsubscribed")
+        assert not browser.cookies()
 
     after = store.subscribers.get(ana.id or 0)
     assert after is not None

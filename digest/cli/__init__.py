@@ -47,7 +47,10 @@ class Env:
 pass_env = click.make_pass_decorator(Env)
 
 
-def _parse_now(_ctx: click.Context, _param: click.Parameter, value: str | None) -> datetime | None:
+def iso_datetime(
+    _ctx: click.Context, _param: click.Parameter, value: str | None
+) -> datetime | None:
+    """Option callback: an ISO 8601 date-time, UTC when no offset is given."""
     if value is None:
         return None
     try:
@@ -95,7 +98,7 @@ class DigestGroup(click.Group):
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
 @click.option(
     "--now",
-    callback=_parse_now,
+    callback=iso_datetime,
     metavar="ISO",
     help="Run as if the current time were ISO (reproducible runs).",
 )

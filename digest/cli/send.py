@@ -7,13 +7,13 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import click
 
 from digest import send as sending
-from digest.cli import Env, pass_env
+from digest.cli import Env, iso_datetime, pass_env
 from digest.config import secret
 from digest.editions import Edition
 from digest.errors import ExitCode, NotFoundError
@@ -21,18 +21,6 @@ from digest.store.locks import run_lock
 from digest.subscribers import Subscriber
 from digest.transports import TRANSPORTS, make_transport
 from digest.transports.base import Transport
-
-
-def _iso(_ctx: click.Context, _param: click.Parameter, value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        when = datetime.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(
-            "expected an ISO 8601 date-time, e.g. 2026-11-30T07:00:00Z"
-        ) from None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def _edition(env: Env, digest: str, week: str) -> Edition:
@@ -90,7 +78,10 @@ def _progress() -> Iterator[sending.Progress | None]:
     "--strict", is_flag=True, help="SendGrid: cancel and resend batches in doubt (no duplicates)."
 )
 @click.option(
-    "--send-at", callback=_iso, metavar="ISO", help="SendGrid: deliver at this time (≤ 72 h ahead)."
+    "--send-at",
+    callback=iso_datetime,
+    metavar="ISO",
+    help="SendGrid: deliver at this time (≤ 72 h ahead).",
 )
 @click.option(
     "--batch-size",

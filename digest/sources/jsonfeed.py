@@ -15,7 +15,7 @@ from typing import Any
 from digest.config import Config, Source
 from digest.errors import SourceError
 from digest.sources.fetch import read_bytes, source_location
-from digest.sources.normalize import RawEntry, to_article
+from digest.sources.normalize import RawEntry, string_list, to_article
 from digest.sources.report import EntryError, ReaderResult, Skipped
 
 VERSION_PREFIX = "https://jsonfeed.org/version/"
@@ -68,13 +68,13 @@ def _raw_entry(item: dict[str, Any], source: Source) -> RawEntry:
         title=item.get("title"),
         published_at=_date(item, "date_published") or _date(item, "date_modified"),
         updated_at=_date(item, "date_modified"),
-        categories=_strings(item.get("tags"), "tags"),
+        categories=string_list(item.get("tags"), "tags"),
         summary_html=html.escape(str(summary)) if summary else "",
         body_html=str(body),
-        labels=_strings(ext.get("labels"), "_digest.labels"),
+        labels=string_list(ext.get("labels"), "_digest.labels"),
         ai_generated=_bool(ext.get("ai_generated", False), "_digest.ai_generated"),
         read_minutes=_minutes(ext.get("read_minutes")),
-        thoughts=_strings(ext.get("thoughts"), "_digest.thoughts"),
+        thoughts=string_list(ext.get("thoughts"), "_digest.thoughts"),
         image=item.get("image") or item.get("banner_image"),
     )
 
@@ -87,16 +87,6 @@ def _date(item: dict[str, Any], key: str) -> datetime | None:
         return datetime.fromisoformat(str(value))
     except ValueError:
         raise EntryError(f"{key}: unparseable date {value!r} (expected RFC 3339)") from None
-
-
-def _strings(value: Any, key: str) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        return (value,)
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return tuple(value)
-    raise EntryError(f"{key}: expected a string or a list of strings")
 
 
 def _bool(value: Any, key: str) -> bool:

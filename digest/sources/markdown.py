@@ -20,7 +20,7 @@ from markdown_it import MarkdownIt
 from digest.config import Config, Source
 from digest.errors import SourceError
 from digest.sources.fetch import source_location, source_path
-from digest.sources.normalize import RawEntry, to_article
+from digest.sources.normalize import RawEntry, string_list, to_article
 from digest.sources.report import EntryError, ReaderResult, Skipped
 
 FENCE = "---"
@@ -110,13 +110,14 @@ def _raw_entry(
         url=url,
         title=_optional_str(meta, "title"),
         published_at=_date(meta.get("date"), zone),
-        categories=_strings(meta, "topics") + _strings(meta, "categories"),
+        categories=string_list(meta.get("topics"), "topics")
+        + string_list(meta.get("categories"), "categories"),
         summary_html=html.escape(summary) if summary else "",
         body_html=body_html,
-        labels=_strings(meta, "labels"),
+        labels=string_list(meta.get("labels"), "labels"),
         ai_generated=_typed(meta, "ai_generated", bool, False),
         read_minutes=_read_minutes(meta),
-        thoughts=_strings(meta, "thoughts"),
+        thoughts=string_list(meta.get("thoughts"), "thoughts"),
         image=_optional_str(meta, "image"),
         priority=_typed(meta, "priority", int, 0),
         pinned=_typed(meta, "pinned", bool, False),
@@ -147,17 +148,6 @@ def _optional_str(meta: dict[str, Any], key: str) -> str | None:
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise EntryError(f"{key}: expected text")
     return str(value).strip() or None
-
-
-def _strings(meta: dict[str, Any], key: str) -> tuple[str, ...]:
-    value = meta.get(key)
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        return (value,)
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return tuple(value)
-    raise EntryError(f"{key}: expected text or a list of text")
 
 
 def _typed(meta: dict[str, Any], key: str, kind: type, default: Any) -> Any:

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from html.parser import HTMLParser
+from typing import Any
 
 import nh3
 
@@ -196,3 +197,14 @@ def _unique(items: Iterable[str]) -> tuple[str, ...]:
         if item and item not in seen:
             seen[item] = None
     return tuple(seen)
+
+
+def string_list(value: Any, key: str) -> tuple[str, ...]:
+    """A string or a list of strings from a feed or front matter, as a tuple."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise EntryError(f"{key}: expected a string or a list of strings")
