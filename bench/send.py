@@ -174,8 +174,8 @@ def main() -> None:
     print(f"load average: {load_at_start} at start, {_load()} at end")
     print(f"subscribers:  {args.subscribers:,} (bulk insert {insert_s:.1f} s, not counted)")
     print(f"batch size:   {args.batch_size} ({summary.renders} distinct contents)")
-    print(f"plan:         {planned:,} rows in {plan_s:.2f} s = {planned / plan_s:,.0f} recipients/s "
-          f"(CPU {plan_cpu * 1e6 / max(planned, 1):.0f} µs/row)")  # fmt: skip
+    print(f"plan:         {planned:,} rows in {plan_s:.2f} s = {planned / plan_s:,.0f} "
+          f"recipients/s (CPU {plan_cpu * 1e6 / max(planned, 1):.0f} µs/row)")  # fmt: skip
     print(f"send:         {n:,} sent in {send_s:.2f} s = {n / send_s:,.0f} recipients/s "
           f"(CPU {send_cpu * 1e6 / max(n, 1):.0f} µs/recipient in the sender)")  # fmt: skip
     print(f"end to end:   {n / (plan_s + send_s):,.0f} recipients/s")

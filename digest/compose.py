@@ -7,12 +7,7 @@ and per-recipient headers, so a provider request carries the HTML once per batch
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import json
-import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -20,6 +15,7 @@ from urllib.parse import urlsplit
 from digest.config import Config
 from digest.editions import Edition
 from digest.render import PREFERENCES, UNSUBSCRIBE, compile_template, render_email
+from digest.tokens import LinkSigner
 from digest.transports.base import OutgoingEmail, Recipient
 
 ONE_CLICK = "List-Unsubscribe=One-Click"
@@ -110,66 +106,39 @@ def list_id(config: Config, edition: Edition) -> str:
     return f"<{edition.digest}.{host}>"
 
 
-class LinkSigner:
-    """The links of digest.tokens, byte for byte, with each purpose's key derived once.
-
-    `tokens.make_token` builds a serializer, derives the key and tries zlib for every token;
-    at two links per recipient that was most of the time a send spent. tests/test_send.py
-    checks that both give the same tokens.
-    """
-
-    def __init__(self, base_url: str, secret: str) -> None:
-        self._base = base_url
-        self._macs = {
-            purpose: hmac.new(
-                hashlib.sha1(purpose.encode() + b"signer" + secret.encode()).digest(),
-                digestmod=hashlib.sha1,
-            )
-            for purpose in ("unsubscribe", "preferences")
+def recipients(
+    rows: Iterable[Row], *, links: LinkSigner, edition_key: str, test: bool = False
+) -> list[Recipient]:
+    """Each addressee with signed links, one-click unsubscribe headers and tracking args."""
+    unsubscribe_url, preferences_url = links.unsubscribe_url, links.preferences_url
+    out = []
+    for row in rows:
+        sid = row.subscriber_id
+        unsubscribe = unsubscribe_url(sid, edition_key)
+        args = {
+            "delivery_id": str(row.id),
+            "edition": edition_key,
+            "variant": row.variant,
+            "subscriber_id": str(sid),
         }
-
-    def _token(self, purpose: str, payload: dict[str, object]) -> str:
-        raw = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
-        packed = zlib.compress(raw)
-        body = b"." + _b64(packed) if len(packed) < len(raw) - 1 else _b64(raw)
-        mac = self._macs[purpose].copy()
-        mac.update(body)
-        return (body + b"." + _b64(mac.digest())).decode("ascii")
-
-    def unsubscribe_url(self, subscriber_id: int, edition_key: str = "") -> str:
-        payload: dict[str, object] = {"s": subscriber_id}
-        if edition_key:
-            payload["e"] = edition_key
-        return f"{self._base}/u/{self._token('unsubscribe', payload)}"
-
-    def preferences_url(self, subscriber_id: int) -> str:
-        return f"{self._base}/p/{self._token('preferences', {'s': subscriber_id})}"
-
-
-def _b64(data: bytes) -> bytes:
-    return base64.urlsafe_b64encode(data).rstrip(b"=")
+        if test:
+            args["test"] = "true"
+        out.append(
+            Recipient(
+                row.id,
+                row.email,
+                row.name,
+                {UNSUBSCRIBE: unsubscribe, PREFERENCES: preferences_url(sid)},
+                {"List-Unsubscribe": f"<{unsubscribe}>", "List-Unsubscribe-Post": ONE_CLICK},
+                args,
+            )
+        )
+    return out
 
 
 def recipient(row: Row, *, links: LinkSigner, edition: Edition, test: bool = False) -> Recipient:
-    """One addressee with signed links, one-click unsubscribe headers and tracking args."""
-    unsubscribe = links.unsubscribe_url(row.subscriber_id, edition.key)
-    preferences = links.preferences_url(row.subscriber_id)
-    args = {
-        "delivery_id": str(row.id),
-        "edition": edition.key,
-        "variant": row.variant,
-        "subscriber_id": str(row.subscriber_id),
-    }
-    if test:
-        args["test"] = "true"
-    return Recipient(
-        delivery_id=row.id,
-        email=row.email,
-        name=row.name,
-        substitutions={UNSUBSCRIBE: unsubscribe, PREFERENCES: preferences},
-        headers={"List-Unsubscribe": f"<{unsubscribe}>", "List-Unsubscribe-Post": ONE_CLICK},
-        custom_args=args,
-    )
+    """One addressee (see `recipients`)."""
+    return recipients([row], links=links, edition_key=edition.key, test=test)[0]
 
 
 def compose(

@@ -1,4 +1,4 @@
-"""When to try a provider call again: exponential backoff with full jitter, within a budget.
+"""Calling a transport and trying again: exponential backoff with full jitter, within a budget.
 
 Full jitter (a uniform wait between 0 and the exponential cap) spreads the retries of many
 senders hit by the same rate limit; a provider's Retry-After is a floor, never ignored.
@@ -6,8 +6,12 @@ senders hit by the same rate limit; a provider's Retry-After is a floor, never i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Protocol
+
+from digest.errors import TransportError
+from digest.transports.base import OutgoingEmail, SendResult, Transport
 
 BASE_SECONDS = 1.0
 CAP_SECONDS = 60.0
@@ -44,3 +48,72 @@ class RetryPolicy:
         if waited + wait > self.max_wait:
             return None
         return wait
+
+
+def call_transport(transport: Transport, email: OutgoingEmail) -> list[SendResult]:
+    """The transport's per-recipient results; a whole-call error applies to every recipient."""
+    recipients = email.recipients
+    try:
+        results = transport.send(email)
+    except TransportError as exc:
+        return [
+            SendResult(
+                delivery_id=r.delivery_id, ok=False, error=exc.message, retryable=exc.retryable
+            )
+            for r in recipients
+        ]
+    asked = {r.delivery_id for r in recipients}
+    answered = {r.delivery_id for r in results}
+    if len(results) == len(asked) and answered == asked:
+        return results  # the usual answer: one result per recipient
+    # a recipient the transport forgot is treated as a fault worth retrying, never as sent
+    missing = [
+        SendResult(
+            delivery_id=r.delivery_id,
+            ok=False,
+            error=f"{transport.name}: no result",
+            retryable=True,
+        )
+        for r in recipients
+        if r.delivery_id not in answered
+    ]
+    return [r for r in results if r.delivery_id in asked] + missing
+
+
+def settle(
+    email: OutgoingEmail,
+    results: list[SendResult],
+    *,
+    transport: Transport,
+    policy: RetryPolicy,
+    rng: Uniform,
+    sleep: Callable[[float], None],
+    record: Callable[[list[SendResult], int], None],
+) -> int:
+    """Record the results of `email`'s first call (`record(final, retries)`), sending again
+    what can be retried while the policy allows; every result ends recorded. Returns how
+    many recipients were sent."""
+    attempt, waited, sent = 1, 0.0, 0
+    while True:
+        final = [r for r in results if r.ok or not r.retryable]
+        again = [r for r in results if not r.ok and r.retryable]
+        wait = None
+        if again:
+            hint = max((r.retry_after or 0.0 for r in again), default=0.0) or None
+            wait = policy.next_wait(attempt, waited, hint, rng)
+            if wait is None:
+                final += [
+                    replace(r, error=f"{r.error} (gave up after {attempt} attempts)") for r in again
+                ]
+        record(final, attempt - 1)
+        sent += sum(1 for r in final if r.ok)
+        if wait is None:
+            return sent
+        sleep(wait)
+        waited += wait
+        attempt += 1
+        retry = {r.delivery_id for r in again}
+        email = replace(
+            email, recipients=tuple(r for r in email.recipients if r.delivery_id in retry)
+        )
+        results = call_transport(transport, email)

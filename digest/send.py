@@ -16,17 +16,20 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Set as AbstractSet
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
 from digest import compose
-from digest.compose import ContentCache, LinkSigner, Renderer, Row
+from digest.compose import ContentCache, Renderer, Row
 from digest.config import Config
 from digest.editions import Edition
 from digest.errors import TransportError, UsageError
-from digest.retry import RetryPolicy, Uniform
+from digest.retry import RetryPolicy, Uniform, call_transport, settle
 from digest.subscribers import Subscriber
+from digest.tokens import LinkSigner
 from digest.transports.base import OutgoingEmail, SendResult, Transport
 
 IN_DOUBT = "in doubt: interrupted while the provider was answering; it may have been delivered"
@@ -48,16 +51,18 @@ class Ledger(Protocol):
     ) -> int: ...
     def content_keys(self, edition_key: str) -> list[str]: ...
     def suppress_inactive(self, edition_key: str, *, now: datetime) -> int: ...
+    def pending(
+        self, edition_key: str, content_key: str, limit: int, *, after: int = 0
+    ) -> Sequence[Row]: ...
     def claim(
         self,
         edition_key: str,
-        content_key: str,
-        limit: int,
+        ids: Sequence[int],
         *,
         batch_id: str | None,
         scheduled_at: datetime | None,
         now: datetime,
-    ) -> tuple[Sequence[Row], int]: ...
+    ) -> tuple[AbstractSet[int], int]: ...
     def record(self, results: Sequence[SendResult], *, retries: int, now: datetime) -> None: ...
     def in_doubt(self, edition_key: str) -> list[tuple[str | None, datetime | None, int]]: ...
     def release(self, edition_key: str, batch_id: str | None, *, now: datetime) -> int: ...
@@ -138,6 +143,9 @@ class _Run:
     sent: int = 0
     done: int = 0
 
+    def record(self, final: list[SendResult], retries: int) -> None:
+        self.ledger.record(final, retries=retries, now=self.now())
+
 
 def send_edition(
     edition: Edition,
@@ -184,13 +192,7 @@ def send_edition(
     skipped = ledger.counts(key)["sent"]
     ledger.suppress_inactive(key, now=now())
     total = ledger.counts(key)["pending"]
-    if progress is not None:
-        progress(0, total)
-    for content_key in ledger.content_keys(key):
-        for claimed in _batches(run, content_key):
-            run.done += claimed
-            if progress is not None:
-                progress(run.done, total)
+    _send_pending(run, progress, total)
     counts = ledger.counts(key)
     failures = sorted(ledger.failures(key).items(), key=lambda kv: (-kv[1], kv[0]))
     return SendSummary(
@@ -226,104 +228,79 @@ def _check(options: SendOptions, transport: Transport, now: datetime) -> None:
         raise UsageError(f"send time {options.send_at.isoformat()} is not within the next 72 hours")
 
 
-def _batches(run: _Run, content_key: str) -> Iterator[int]:
-    """Claim and send batches of one content key until none is pending; yields rows handled."""
-    options, key = run.options, run.edition.key
+def _send_pending(run: _Run, progress: Progress | None, total: int) -> None:
+    """Send every pending row, batch by batch: claim (commit) → provider call → record (commit).
+
+    While the provider answers batch N (in a worker thread: the wait releases the GIL),
+    batch N+1 is read and composed but not claimed; it is claimed only after N's results
+    are committed. So at most one batch is ever in `sending`, as without the overlap.
+    """
+    if progress is not None:
+        progress(0, total)
+    batches = _composed(run)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="digest-send") as worker:
+        email = next(batches, None)
+        while email is not None:
+            claimed = _claim(run, email)
+            call = claimed and (claimed, worker.submit(call_transport, run.transport, claimed))
+            try:
+                following = next(batches, None)
+            finally:
+                if call:  # recorded even when composing the next batch failed
+                    run.sent += settle(
+                        call[0], call[1].result(), transport=run.transport, policy=run.policy,
+                        rng=run.rng, sleep=run.sleep, record=run.record,
+                    )  # fmt: skip
+            run.done += len(email.recipients)
+            if progress is not None:
+                progress(run.done, total)
+            email = following
+
+
+def _composed(run: _Run) -> Iterator[OutgoingEmail]:
+    """The pending rows as messages of up to a batch each, one content key at a time; the
+    rows are read, not claimed, so composing ahead changes nothing in the ledger."""
+    key, size = run.edition.key, run.options.batch_size
+    for content_key in run.ledger.content_keys(key):
+        after = 0
+        while rows := run.ledger.pending(key, content_key, size, after=after):
+            recipients = compose.recipients(rows, links=run.links, edition_key=key)
+            content = run.cache.get(content_key)
+            yield compose.compose(content, recipients, config=run.config, edition=run.edition)
+            if len(rows) < size:
+                break
+            after = rows[-1].id
+
+
+def _claim(run: _Run, email: OutgoingEmail) -> OutgoingEmail | None:
+    """Claim a composed batch right before its call; None when no row of it is still due.
+
+    Rows whose subscriber left meanwhile become suppressed, rows no longer pending are
+    dropped: the message keeps only the recipients this run now owns.
+    """
+    options = run.options
     scheduler = run.transport if isinstance(run.transport, Scheduler) else None
-    while True:
-        batch_id, send_at = None, None
-        if scheduler is not None and options.strict:
-            # its own batch per request: a batch in doubt is cancelled without touching others
-            batch_id = scheduler.create_batch()
-            send_at = max(options.send_at or run.now(), run.now() + STRICT_LEAD)
-        elif scheduler is not None and options.send_at is not None:
-            # one batch for the run: SendGrid holds at most 10 cancelled batches at a time,
-            # so `digest cancel` must be one call
-            if run.batch_id is None:
-                run.batch_id = scheduler.create_batch()
-            batch_id, send_at = run.batch_id, options.send_at
-        rows, gone = run.ledger.claim(
-            key,
-            content_key,
-            options.batch_size,
-            batch_id=batch_id,
-            scheduled_at=send_at,
-            now=run.now(),
-        )
-        if not rows and not gone:
-            return
-        if rows:
-            _deliver(run, rows, batch_id, send_at)
-        yield len(rows) + gone
-
-
-def _deliver(
-    run: _Run, rows: Sequence[Row], batch_id: str | None, send_at: datetime | None
-) -> None:
-    """Send one claimed batch, retrying what can be retried; every result is recorded."""
-    content = run.cache.get(rows[0].content_key)
-    waiting = {r.id: compose.recipient(r, links=run.links, edition=run.edition) for r in rows}
-    attempt, waited = 0, 0.0
-    while waiting:
-        attempt += 1
-        email = compose.compose(
-            content,
-            list(waiting.values()),
-            config=run.config,
-            edition=run.edition,
-            batch_id=batch_id,
-            send_at=send_at,
-        )
-        results = _call(run.transport, email)
-        final = [r for r in results if r.ok or not r.retryable]
-        again = [r for r in results if not r.ok and r.retryable]
-        wait = None
-        if again:
-            hint = max((r.retry_after or 0.0 for r in again), default=0.0) or None
-            wait = run.policy.next_wait(attempt, waited, hint, run.rng)
-            if wait is None:
-                final += [
-                    replace(r, error=f"{r.error} (gave up after {attempt} attempts)") for r in again
-                ]
-                again = []
-        run.ledger.record(final, retries=attempt - 1, now=run.now())
-        run.sent += sum(1 for r in final if r.ok)
-        for r in final:
-            waiting.pop(r.delivery_id, None)
-        if again and wait is not None:
-            run.sleep(wait)
-            waited += wait
-            waiting = {
-                r.delivery_id: waiting[r.delivery_id] for r in again if r.delivery_id in waiting
-            }
-
-
-def _call(transport: Transport, email: OutgoingEmail) -> list[SendResult]:
-    """The transport's per-recipient results; a whole-call error applies to every recipient."""
+    batch_id, send_at = None, None
+    if scheduler is not None and options.strict:
+        # its own batch per request: a batch in doubt is cancelled without touching others
+        batch_id = scheduler.create_batch()
+        send_at = max(options.send_at or run.now(), run.now() + STRICT_LEAD)
+    elif scheduler is not None and options.send_at is not None:
+        # one batch for the run: SendGrid holds at most 10 cancelled batches at a time,
+        # so `digest cancel` must be one call
+        if run.batch_id is None:
+            run.batch_id = scheduler.create_batch()
+        batch_id, send_at = run.batch_id, options.send_at
+    ids = [r.delivery_id for r in email.recipients]
+    claimed, _gone = run.ledger.claim(
+        run.edition.key, ids, batch_id=batch_id, scheduled_at=send_at, now=run.now()
+    )
+    if not claimed:
+        return None
     recipients = email.recipients
-    try:
-        results = transport.send(email)
-    except TransportError as exc:
-        return [
-            SendResult(
-                delivery_id=r.delivery_id, ok=False, error=exc.message, retryable=exc.retryable
-            )
-            for r in recipients
-        ]
-    asked = {r.delivery_id for r in recipients}
-    answered = {r.delivery_id for r in results}
-    # a recipient the transport forgot is treated as a fault worth retrying, never as sent
-    missing = [
-        SendResult(
-            delivery_id=r.delivery_id,
-            ok=False,
-            error=f"{transport.name}: no result",
-            retryable=True,
-        )
-        for r in recipients
-        if r.delivery_id not in answered
-    ]
-    return [r for r in results if r.delivery_id in asked] + missing
+    if len(claimed) < len(ids):
+        recipients = tuple(r for r in recipients if r.delivery_id in claimed)
+    return replace(email, recipients=recipients, batch_id=batch_id, send_at=send_at)
 
 
 def reconcile(
@@ -417,7 +394,7 @@ def test_send(
     email = compose.compose(
         content, recipients, config=config, edition=edition, subject_prefix="[TEST] "
     )
-    return _call(transport, email)
+    return call_transport(transport, email)
 
 
 test_send.__test__ = False  # type: ignore[attr-defined]  # a library function, not a pytest test

@@ -7,6 +7,11 @@ preference tokens do not expire: a link in a year-old email must still work (RFC
 
 from __future__ import annotations
 
+import binascii
+import hashlib
+import hmac
+import json
+import zlib
 from typing import Any
 
 from itsdangerous import BadSignature, URLSafeSerializer, URLSafeTimedSerializer
@@ -36,11 +41,15 @@ def read_token(secret: str, purpose: str, token: str) -> dict[str, Any]:
     """The token's payload (`s` is the subscriber id); BadToken if it is not valid for `purpose`."""
     try:
         if purpose == "confirm":
-            data = URLSafeTimedSerializer(secret, salt=purpose).loads(token, max_age=CONFIRM_MAX_AGE)
+            data = URLSafeTimedSerializer(secret, salt=purpose).loads(
+                token, max_age=CONFIRM_MAX_AGE
+            )
         else:
             data = URLSafeSerializer(secret, salt=purpose).loads(token)
     except BadSignature:
-        raise BadToken("this link is not valid (it was changed, or is for something else)") from None
+        raise BadToken(
+            "this link is not valid (it was changed, or is for something else)"
+        ) from None
     if not isinstance(data, dict) or not isinstance(data.get("s"), int):
         raise BadToken("this link is not valid")
     return data
@@ -53,3 +62,58 @@ def unsubscribe_url(base_url: str, secret: str, subscriber_id: int, edition_key:
 
 def preferences_url(base_url: str, secret: str, subscriber_id: int) -> str:
     return f"{base_url}/p/{make_token(secret, 'preferences', subscriber_id)}"
+
+
+class LinkSigner:
+    """The unsubscribe and preference links of `unsubscribe_url` / `preferences_url`, byte
+    for byte, for sending to many subscribers at once.
+
+    `make_token` builds a serializer and derives its key for every token; at two links per
+    recipient that was most of a send's time. Here each purpose's key is derived once and a
+    token is one JSON template, one zlib try (as itsdangerous does), one HMAC and base64.
+    """
+
+    def __init__(self, base_url: str, secret: str) -> None:
+        self._base = base_url
+        self._unsubscribe = _derive_key(secret, "unsubscribe")
+        self._preferences = _derive_key(secret, "preferences")
+        self._edition_json: dict[str, bytes] = {}
+
+    def unsubscribe_url(self, subscriber_id: int, edition_key: str = "") -> str:
+        if not edition_key:
+            raw = b'{"s":%d}' % subscriber_id
+        else:
+            key = self._edition_json.get(edition_key)
+            if key is None:
+                key = self._edition_json[edition_key] = _json(edition_key)
+            raw = b'{"s":%d,"e":%s}' % (subscriber_id, key)
+        return f"{self._base}/u/{_sign(self._unsubscribe, raw)}"
+
+    def preferences_url(self, subscriber_id: int) -> str:
+        raw = b'{"s":%d}' % subscriber_id
+        return f"{self._base}/p/{_sign(self._preferences, raw)}"
+
+
+def _derive_key(secret: str, purpose: str) -> bytes:
+    # itsdangerous's default derivation ("django-concat" over SHA-1, the purpose as salt)
+    return hashlib.sha1(purpose.encode() + b"signer" + secret.encode()).digest()
+
+
+def _json(value: str) -> bytes:
+    # the serializer's compact JSON: no spaces, UTF-8 kept as is
+    return json.dumps(value, ensure_ascii=False).encode()
+
+
+def _sign(key: bytes, raw: bytes) -> str:
+    """URLSafeSerializer.dumps for a payload already serialized to `raw`."""
+    packed = zlib.compress(raw)
+    body = b"." + _b64(packed) if len(packed) < len(raw) - 1 else _b64(raw)
+    mac = hmac.digest(key, body, "sha1")
+    return (body + b"." + _b64(mac)).decode("ascii")
+
+
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
+def _b64(data: bytes) -> bytes:
+    return binascii.b2a_base64(data, newline=False).rstrip(b"=").translate(_URLSAFE)

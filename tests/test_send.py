@@ -18,16 +18,17 @@ from fake_sendgrid import FakeSendGrid
 
 from digest import send as sending
 from digest import tokens
-from digest.compose import ContentCache, LinkSigner, Rendered, default_renderer
+from digest.compose import ContentCache, Rendered, default_renderer
 from digest.config import Config
 from digest.editions import Edition
 from digest.errors import ConfigError
 from digest.retry import RetryPolicy
 from digest.store import Store
+from digest.store.deliveries import LedgerRow
 from digest.subscribers import Subscriber
-from digest.tokens import read_token
+from digest.tokens import LinkSigner, read_token
 from digest.transports import make_transport
-from digest.transports.base import Transport
+from digest.transports.base import OutgoingEmail, SendResult, Transport
 
 NOW = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
 SECRET = "test-secret-0123456789"
@@ -105,6 +106,16 @@ def _send(
     )
 
 
+def _claim(store: Store, n: int, **provider: Any) -> list[LedgerRow]:
+    """Claim up to `n` pending rows as a send does right before its provider call."""
+    rows = store.deliveries.pending(KEY, "politics|A", n)
+    claimed, gone = store.deliveries.claim(
+        KEY, [r.id for r in rows], now=NOW, **{"batch_id": None, "scheduled_at": None, **provider}
+    )
+    assert (len(claimed), gone) == (len(rows), 0)
+    return rows
+
+
 def _outbox(config: Config) -> Transport:
     return make_transport("outbox", config, edition_key=KEY, now=lambda: NOW)
 
@@ -124,7 +135,7 @@ def test_planning_twice_adds_no_rows_and_keeps_states(store: Store, edition: Edi
     _add(store, 4)
     assign = lambda _id, topics: ("politics|A", "A") if "politics" in topics else None  # noqa: E731
     assert store.deliveries.plan(KEY, assign, now=NOW) == 4
-    store.deliveries.claim(KEY, "politics|A", 2, batch_id=None, scheduled_at=None, now=NOW)
+    _claim(store, 2)
     assert store.deliveries.plan(KEY, assign, now=NOW) == 0
     assert store.deliveries.counts(KEY) == {
         "pending": 2,
@@ -219,13 +230,97 @@ def test_an_unsubscribe_between_batches_is_honoured(
 def test_links_are_the_tokens_the_web_side_reads() -> None:
     signer = LinkSigner("https://digest.example.com", SECRET)
     for subscriber_id in (1, 42, 10**9):
-        for key in ("weekly/2026-W48", "", "wöchentlich/2026-W01"):
-            assert signer.unsubscribe_url(subscriber_id, key) == tokens.unsubscribe_url(
+        for key in ("weekly/2026-W48", "", "wöchentlich/2026-W01", "a" * 80 + "/2026-W01"):
+            url = signer.unsubscribe_url(subscriber_id, key)
+            assert url == tokens.unsubscribe_url(
                 "https://digest.example.com", SECRET, subscriber_id, key
             )
-        assert signer.preferences_url(subscriber_id) == tokens.preferences_url(
-            "https://digest.example.com", SECRET, subscriber_id
-        )
+            payload = read_token(SECRET, "unsubscribe", url.rpartition("/")[2])
+            assert payload == ({"s": subscriber_id, "e": key} if key else {"s": subscriber_id})
+        url = signer.preferences_url(subscriber_id)
+        assert url == tokens.preferences_url("https://digest.example.com", SECRET, subscriber_id)
+        assert read_token(SECRET, "preferences", url.rpartition("/")[2]) == {"s": subscriber_id}
+        with pytest.raises(tokens.BadToken, match="this link is not valid"):
+            read_token(SECRET, "unsubscribe", url.rpartition("/")[2])  # another purpose
+    tampered = signer.unsubscribe_url(42, KEY).rpartition("/")[2][:-2] + "xx"
+    with pytest.raises(tokens.BadToken, match="it was changed"):
+        read_token(SECRET, "unsubscribe", tampered)
+
+
+class Watching:
+    """The outbox, checking the ledger at every provider call: only this call's rows are
+    claimed, and the rest of the audience is still pending."""
+
+    def __init__(self, inner: Transport, store: Store, audience: int) -> None:
+        self.name, self._inner, self._store, self._audience = "watching", inner, store, audience
+        self.calls: list[int] = []
+
+    def send(self, email: OutgoingEmail) -> list[SendResult]:
+        counts = self._store.deliveries.counts(KEY)
+        assert counts["sending"] == len(email.recipients)
+        assert counts["sending"] + counts["sent"] + counts["pending"] == self._audience
+        self.calls.append(len(email.recipients))
+        return self._inner.send(email)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def test_only_the_batch_in_flight_is_ever_claimed(
+    config: Config, store: Store, edition: Edition
+) -> None:
+    _add(store, 12)
+    _add(store, 7, topics=("tech",), start=100)
+    watching = Watching(_outbox(config), store, 19)
+    summary = _send(config, store, edition, watching)
+    assert summary.sent == 19 and sorted(watching.calls) == [2, 2, 5, 5, 5]
+    assert store.deliveries.counts(KEY)["sending"] == 0
+
+
+def test_a_subscriber_who_leaves_after_their_batch_was_composed_is_not_sent(
+    config: Config, store: Store, edition: Edition
+) -> None:
+    subs = _add(store, 3)
+    store.deliveries.plan(KEY, lambda _i, _t: ("politics|A", "A"), now=NOW)
+    rows = store.deliveries.pending(KEY, "politics|A", 5)  # read and composed, not claimed
+    assert store.deliveries.counts(KEY)["pending"] == 3
+    store.subscribers.set_status(subs[1].id or 0, "unsubscribed", reason="link", now=NOW)
+    claimed, gone = store.deliveries.claim(
+        KEY, [r.id for r in rows], batch_id=None, scheduled_at=None, now=NOW
+    )
+    assert claimed == {rows[0].id, rows[2].id} and gone == 1
+    again, _ = store.deliveries.claim(
+        KEY, [r.id for r in rows], batch_id=None, scheduled_at=None, now=NOW
+    )
+    assert again == set()  # rows already claimed are never claimed twice
+    assert store.deliveries.counts(KEY)["suppressed"] == 1
+
+
+def test_a_failure_while_composing_ahead_still_records_the_batch_in_flight(
+    config: Config, store: Store, edition: Edition
+) -> None:
+    _add(store, 3, topics=("politics",))
+    _add(store, 3, topics=("tech",), start=100)
+    real = default_renderer(config, edition)
+
+    def breaks_on_tech(topics: tuple[str, ...], variant: str) -> Rendered:
+        if topics == ("tech",):
+            raise ValueError("template broke")
+        return real(topics, variant)
+
+    with pytest.raises(ValueError, match="template broke"):
+        _send(config, store, edition, _outbox(config), render=breaks_on_tech)
+    counts = store.deliveries.counts(KEY)
+    assert (counts["sent"], counts["sending"], counts["pending"]) == (3, 0, 3)
+
+
+def test_planning_puts_the_rows_of_one_content_together(store: Store, edition: Edition) -> None:
+    for i in range(20):
+        _add(store, 1, topics=("politics",) if i % 2 else ("tech",), start=i)
+    assign = lambda _id, topics: (f"{topics[0]}|A", "A")  # noqa: E731
+    assert store.deliveries.plan(KEY, assign, now=NOW) == 20
+    ids = [r.id for r in store.deliveries.pending(KEY, "tech|A", 100)]
+    assert ids == list(range(ids[0], ids[0] + 10))
 
 
 def test_unknown_transport_names_the_valid_ones(config: Config) -> None:
@@ -367,14 +462,12 @@ def test_a_batch_left_in_doubt_is_cancelled_and_resent_in_strict_mode(
     # A crashed run: the batch was claimed and accepted, but its result never recorded.
     store.deliveries.plan(KEY, lambda _id, _topics: ("politics|A", "A"), now=NOW)
     batch = transport.create_batch()  # type: ignore[attr-defined]
-    rows, _ = store.deliveries.claim(
-        KEY, "politics|A", 5, batch_id=batch, scheduled_at=NOW + timedelta(minutes=11), now=NOW
-    )
+    rows = _claim(store, 5, batch_id=batch, scheduled_at=NOW + timedelta(minutes=11))
     content = ContentCache(default_renderer(cfg, edition)).get("politics|A")
     from digest import compose
 
     recipients = [
-        compose.recipient(r, links=compose.LinkSigner(cfg.site.base_url, SECRET), edition=edition)
+        compose.recipient(r, links=LinkSigner(cfg.site.base_url, SECRET), edition=edition)
         for r in rows
     ]
     transport.send(
@@ -398,7 +491,7 @@ def test_without_strict_mode_a_batch_in_doubt_is_failed_not_resent(
 ) -> None:
     _add(store, 8)
     store.deliveries.plan(KEY, lambda _i, t: ("politics|A", "A"), now=NOW)
-    store.deliveries.claim(KEY, "politics|A", 5, batch_id=None, scheduled_at=None, now=NOW)
+    _claim(store, 5)
     summary = _send(config, store, edition, _outbox(config))
     assert (summary.sent, summary.failed) == (3, 5)
     assert summary.failures == ((sending.IN_DOUBT, 5),)

@@ -7,28 +7,43 @@ recipient stays flat and the audience is streamed in chunks, never held in memor
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, and_, func, select, update
+from sqlalchemy import (
+    Engine,
+    Integer,
+    String,
+    Text,
+    and_,
+    bindparam,
+    cast,
+    func,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from digest.errors import DigestError
-from digest.store.schema import deliveries, subscribers
+from digest.store.schema import UTCDateTime, deliveries, subscribers
 from digest.transports.base import SendResult
 
 STATES = ("pending", "sending", "sent", "failed", "suppressed")
-PLAN_CHUNK = 5000
+PLAN_CHUNK = 10_000  # subscribers read per planning transaction
+TOPIC_CACHE = 10_000  # distinct topic lists decoded at a time
+GONE = "subscriber is no longer active"
 
 _d = deliveries.c
 
 
 @dataclass(frozen=True, slots=True)
 class LedgerRow:
-    """A claimed delivery: what composing one recipient needs."""
+    """A pending delivery: what composing one recipient needs."""
 
     id: int
     subscriber_id: int
@@ -52,49 +67,70 @@ class DeliveryStore:
     ) -> int:
         """Add a pending row per active subscriber that `assign(id, topics)` gives a
         (content key, variant); rows that exist already stay as they are. Returns how many
-        were added."""
-        insert = self._insert_ignore()
+        were added.
+
+        Each chunk is inserted content key by content key (INSERT … SELECT), so the rows a
+        send batch claims together sit side by side in the table: claiming and recording a
+        batch then touches a few dozen pages, not one page per row.
+        """
+        s = subscribers.c
+        planned = select(_d.id).where(_d.edition_key == edition_key, _d.subscriber_id == s.id)
+        query = (
+            # topics as their stored JSON text: subscribers share a few lists, decoded once each
+            select(s.id, cast(s.topics, Text))
+            .where(
+                s.id > bindparam("last"),
+                s.status == "active",
+                ~planned.exists(),  # a re-run only reads whom it has not planned yet
+            )
+            .order_by(s.id)
+            .limit(PLAN_CHUNK)
+        )
+        decoded: dict[str, tuple[str, ...]] = {}
         last, added = 0, 0
         while True:
-            planned = select(_d.id).where(
-                _d.edition_key == edition_key, _d.subscriber_id == subscribers.c.id
-            )
-            query = (
-                select(subscribers.c.id, subscribers.c.email, subscribers.c.topics)
-                .where(
-                    subscribers.c.id > last,
-                    subscribers.c.status == "active",
-                    ~planned.exists(),  # a re-run only reads whom it has not planned yet
-                )
-                .order_by(subscribers.c.id)
-                .limit(PLAN_CHUNK)
-            )
             with self.engine.begin() as conn:
-                rows = conn.execute(query).all()
+                rows = conn.execute(query, {"last": last}).all()
                 if not rows:
                     return added
-                values = []
-                for row in rows:
-                    assigned = assign(row.id, row.topics or ())
+                groups: dict[tuple[str, str], list[int]] = {}
+                for sid, text in rows:
+                    topics = decoded.get(text)
+                    if topics is None:
+                        if len(decoded) > TOPIC_CACHE:  # keep memory flat on varied lists
+                            decoded.clear()
+                        topics = decoded[text] = tuple(json.loads(text) or ()) if text else ()
+                    assigned = assign(sid, topics)
                     if assigned is not None:
-                        key, variant = assigned
-                        values.append(
-                            {
-                                "edition_key": edition_key,
-                                "subscriber_id": row.id,
-                                "email": row.email,
-                                "variant": variant,
-                                "content_key": key,
-                                "state": "pending",
-                                "attempts": 0,
-                                "created_at": now,
-                                "updated_at": now,
-                            }
-                        )
-                if values:
-                    result = conn.execute(insert, values)
-                    added += max(result.rowcount, 0)
-            last = rows[-1].id
+                        groups.setdefault(assigned, []).append(sid)
+                for (key, variant), ids in groups.items():
+                    for chunk in _chunks(ids):
+                        stmt = self._insert_from(edition_key, key, variant, chunk, now)
+                        added += max(conn.execute(stmt).rowcount, 0)
+            last = rows[-1][0]
+
+    def _insert_from(
+        self, edition_key: str, key: str, variant: str, ids: list[int], now: datetime
+    ) -> Any:
+        s = subscribers.c
+        source = (
+            select(
+                literal(edition_key, String),
+                s.id,
+                s.email,
+                literal(variant, String),
+                literal(key, String),
+                literal("pending", String),
+                literal(0, Integer),
+                literal(now, UTCDateTime),
+                literal(now, UTCDateTime),
+            )
+            .where(s.id.in_(ids), s.status == "active")
+            .order_by(s.id)
+        )
+        columns = ["edition_key", "subscriber_id", "email", "variant", "content_key", "state",
+                   "attempts", "created_at", "updated_at"]  # fmt: skip
+        return self._insert_ignore().from_select(columns, source)
 
     def _insert_ignore(self) -> Any:
         dialect = self.engine.dialect.name
@@ -126,76 +162,90 @@ class DeliveryStore:
                 _d.state == "pending",
                 _d.subscriber_id.not_in(active),
             )
-            .values(state="suppressed", last_error="subscriber is no longer active", updated_at=now)
+            .values(state="suppressed", last_error=GONE, updated_at=now)
         )
         with self.engine.begin() as conn:
             return max(conn.execute(stmt).rowcount, 0)
 
-    def claim(
-        self,
-        edition_key: str,
-        content_key: str,
-        limit: int,
-        *,
-        batch_id: str | None,
-        scheduled_at: datetime | None,
-        now: datetime,
-    ) -> tuple[list[LedgerRow], int]:
-        """Move up to `limit` pending rows to `sending` (committed); returns them and how many
-        were suppressed instead because their subscriber is no longer active."""
+    def pending(
+        self, edition_key: str, content_key: str, limit: int, *, after: int = 0
+    ) -> list[LedgerRow]:
+        """Up to `limit` pending rows of one content key with ids above `after`, read but
+        not claimed (a send composes them while the previous batch is in flight)."""
         s = subscribers.c
         query = (
-            select(_d.id, _d.subscriber_id, _d.email, _d.variant, _d.content_key, s.name, s.status)
+            select(
+                _d.id,
+                _d.subscriber_id,
+                _d.email,
+                func.coalesce(s.name, ""),
+                _d.variant,
+                _d.content_key,
+            )
             .select_from(deliveries.outerjoin(subscribers, s.id == _d.subscriber_id))
             .where(
                 _d.edition_key == edition_key,
                 _d.state == "pending",
                 _d.content_key == content_key,
+                _d.id > after,
             )
             .order_by(_d.id)
             .limit(limit)
         )
+        with self.engine.connect() as conn:
+            return [LedgerRow(*r) for r in conn.execute(query)]
+
+    def claim(
+        self,
+        edition_key: str,
+        ids: Sequence[int],
+        *,
+        batch_id: str | None,
+        scheduled_at: datetime | None,
+        now: datetime,
+    ) -> tuple[set[int], int]:
+        """Move the rows `ids` that are still pending to `sending`, in one commit, right
+        before their provider call; returns the ids claimed and how many were suppressed
+        instead because their subscriber is no longer active (checked here, so an
+        unsubscribe that came while the batch was composed is honoured)."""
+        active = (
+            select(subscribers.c.id)
+            .where(subscribers.c.id == _d.subscriber_id, subscribers.c.status == "active")
+            .exists()
+        )
+        claimed: set[int] = set()
+        gone = 0
         with self.engine.begin() as conn:
-            rows = conn.execute(query).all()
-            gone = [r.id for r in rows if r.status != "active"]
-            claimed = [r for r in rows if r.status == "active"]
-            if gone:
-                conn.execute(
-                    update(deliveries)
-                    .where(_d.id.in_(gone), _d.state == "pending")
-                    .values(
-                        state="suppressed",
-                        last_error="subscriber is no longer active",
-                        updated_at=now,
-                    )
+            for chunk in _chunks(list(ids)):
+                # by primary key only: naming the edition too would let SQLite pick the
+                # (edition, state) index and scan every pending row of the edition
+                mine = and_(_d.id.in_(chunk), _d.state == "pending")
+                gone += max(
+                    conn.execute(
+                        update(deliveries)
+                        .where(mine, ~active)
+                        .values(state="suppressed", last_error=GONE, updated_at=now)
+                    ).rowcount,
+                    0,
                 )
-            if claimed:
-                ids = [r.id for r in claimed]
-                result = conn.execute(
-                    update(deliveries)
-                    .where(_d.id.in_(ids), _d.state == "pending")
-                    .values(
-                        state="sending",
-                        attempts=_d.attempts + 1,
-                        provider_batch_id=batch_id,
-                        provider_message_id=None,
-                        last_error=None,
-                        sent_at=scheduled_at,
-                        updated_at=now,
-                    )
+                # Rows no longer pending (another send took them) are simply not sent here.
+                claimed.update(
+                    conn.execute(
+                        update(deliveries)
+                        .where(mine)
+                        .values(
+                            state="sending",
+                            attempts=_d.attempts + 1,
+                            provider_batch_id=batch_id,
+                            provider_message_id=None,
+                            last_error=None,
+                            sent_at=scheduled_at,
+                            updated_at=now,
+                        )
+                        .returning(_d.id)
+                    ).scalars()
                 )
-                if result.rowcount != len(ids):
-                    # Another send of this edition claimed some of these rows first: stop
-                    # rather than risk sending twice; the transaction rolls back.
-                    raise DigestError(
-                        f"another send of {edition_key} is running",
-                        hint="wait for it to finish, then run the send again to resume",
-                    )
-        out = [
-            LedgerRow(r.id, r.subscriber_id, r.email, r.name or "", r.variant, r.content_key)
-            for r in claimed
-        ]
-        return out, len(gone)
+        return claimed, gone
 
     def record(self, results: Sequence[SendResult], *, retries: int, now: datetime) -> None:
         """Write each final result (sent or failed) of one provider call, in one commit.
@@ -210,10 +260,9 @@ class DeliveryStore:
             )
         with self.engine.begin() as conn:
             for (ok, value), ids in groups.items():
-                values: dict[str, Any] = {
-                    "attempts": _d.attempts + retries,
-                    "updated_at": now,
-                }
+                values: dict[str, Any] = {"updated_at": now}
+                if retries:
+                    values["attempts"] = _d.attempts + retries
                 if ok:
                     # a scheduled send keeps its send time as sent_at
                     values.update(

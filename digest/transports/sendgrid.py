@@ -154,12 +154,13 @@ def build_body(email: OutgoingEmail, settings: SendGridSettings, now: datetime) 
             for kind, value in (("text/plain", email.text), ("text/html", email.html))
             if value
         ],
+        # the recipient's own dicts, not copies: the body is only serialized, never changed
         "personalizations": [
             {
-                "to": [_address(r.email, r.name)],
-                "substitutions": dict(r.substitutions),
-                "headers": dict(r.headers),
-                "custom_args": {k: str(v) for k, v in r.custom_args.items()},
+                "to": [{"email": r.email, "name": r.name} if r.name else {"email": r.email}],
+                "substitutions": r.substitutions,
+                "headers": r.headers,
+                "custom_args": r.custom_args,
             }
             for r in email.recipients
         ],
