@@ -54,15 +54,18 @@ class Site(_Model):
     @field_validator("timezone")
     @classmethod
     def _tz(cls, v: str) -> str:
-        return _check_timezone(v)
+        return check_timezone(v)
 
 
-def _check_timezone(v: str) -> str:
+def check_timezone(value: str) -> str:
+    """An IANA time zone name, or ValueError saying what to use instead."""
     try:
-        ZoneInfo(v)
+        ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {v!r}") from None
-    return v
+        raise ValueError(
+            f"unknown time zone {value!r} (use an IANA name such as Europe/Paris)"
+        ) from None
+    return value
 
 
 class Topic(_Model):
@@ -115,7 +118,7 @@ class Digest(_Model):
     @field_validator("timezone")
     @classmethod
     def _tz(cls, v: str | None) -> str | None:
-        return None if v is None else _check_timezone(v)
+        return None if v is None else check_timezone(v)
 
 
 class SendGridSettings(_Model):

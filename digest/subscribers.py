@@ -14,10 +14,10 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
 
+from digest.config import check_timezone
 from digest.errors import NotFoundError, SubscriberError, UsageError
 
 if TYPE_CHECKING:  # the store imports this module for the model
@@ -88,16 +88,6 @@ def check_topics(value: Any, known: Sequence[str]) -> tuple[str, ...]:
     if not topics:
         raise ValueError(f"at least one topic is required (valid: {', '.join(known)})")
     return tuple(topics)
-
-
-def check_timezone(value: str) -> str:
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(
-            f"unknown time zone {value!r} (use an IANA name such as Europe/Paris)"
-        ) from None
-    return value
 
 
 def check_status(value: str) -> str:

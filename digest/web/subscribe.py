@@ -10,13 +10,12 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 
-from email_validator import EmailNotValidError, validate_email
 from flask import Blueprint, render_template, request
 
 from digest.config import Config
 from digest.errors import TransportError
 from digest.store import Store
-from digest.subscribers import Subscriber
+from digest.subscribers import Subscriber, normalize_email
 from digest.tokens import make_token, preferences_url
 from digest.transports.base import OutgoingEmail, Recipient
 from digest.transports.outbox import OutboxTransport
@@ -38,8 +37,8 @@ def signup() -> tuple[str, int]:
     known = [t.key for t in ctx.config.topics]
     chosen = request.form.getlist("topics")
     try:
-        email = validate_email(raw_email, check_deliverability=False).normalized.lower()
-    except EmailNotValidError as exc:
+        email = normalize_email(raw_email)
+    except ValueError as exc:
         return _form(error=f"That email address does not look right: {exc}", email=raw_email), 400
     if any(t not in known for t in chosen):
         return _form(error="Unknown topic.", email=raw_email), 400
