@@ -42,6 +42,7 @@ from digest.transports import make_transport  # noqa: E402
 TOPICS = ("politics", "tech", "economy", "climate", "culture", "health")
 SECRET = "bench-secret-0123456789"
 INSERT_CHUNK = 10_000
+CHILD_TIMEOUT = 600  # seconds any child process may take to answer
 
 
 def _serve(conn: Connection) -> None:
@@ -50,10 +51,21 @@ def _serve(conn: Connection) -> None:
 
     with FakeSendGrid() as fake:
         conn.send((fake.url, fake.api_key))
-        conn.recv()  # "count?"
+        if not conn.poll(CHILD_TIMEOUT):  # "count?"
+            return
+        conn.recv()
         cpu = resource.getrusage(resource.RUSAGE_SELF)
         conn.send((len(fake.delivered()), cpu.ru_maxrss / 1024, cpu.ru_utime + cpu.ru_stime))
-        conn.recv()  # "stop"
+        conn.poll(CHILD_TIMEOUT)  # "stop", or give up waiting for it
+
+
+def _receive(conn: Connection, child: mp.Process) -> tuple:
+    """The child's next message, or exit if it died or went quiet for CHILD_TIMEOUT seconds."""
+    if not conn.poll(CHILD_TIMEOUT):
+        child.kill()
+        raise SystemExit(f"the fake SendGrid process gave no answer in {CHILD_TIMEOUT} s "
+                         f"(exit code {child.exitcode})")  # fmt: skip
+    return conn.recv()  # type: ignore[no-any-return]
 
 
 def _audience(url: str, n: int, now: datetime) -> None:
@@ -124,7 +136,7 @@ def main() -> None:
     parent, child = mp.Pipe()
     server = mp.Process(target=_serve, args=(child,), daemon=True)
     server.start()
-    url, api_key = parent.recv()
+    url, api_key = _receive(parent, server)
     os.environ["SENDGRID_API_KEY"] = api_key
     folder = Path(tempfile.mkdtemp(prefix="digest-bench-"))
     try:
@@ -133,7 +145,10 @@ def main() -> None:
         t0 = time.perf_counter()
         filler = mp.Process(target=_audience, args=(config.store_url, args.subscribers, now))
         filler.start()
-        filler.join()
+        filler.join(timeout=CHILD_TIMEOUT)
+        if filler.is_alive() or filler.exitcode != 0:
+            filler.kill()
+            raise SystemExit(f"filling the audience failed (exit {filler.exitcode})")
         insert_s = time.perf_counter() - t0
         store = open_store(config.store_url)
         edition = _edition()
@@ -161,11 +176,13 @@ def main() -> None:
             profiler.disable()
             profiler.dump_stats(str(args.profile))
         parent.send("count?")
-        delivered, server_mb, server_cpu = parent.recv()
+        delivered, server_mb, server_cpu = _receive(parent, server)
         store.close()
     finally:
         parent.send("stop")
         server.join(timeout=10)
+        if server.is_alive():
+            server.kill()
         shutil.rmtree(folder, ignore_errors=True)
 
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -14,7 +14,6 @@ from digest.config import Config, load_config
 from digest.store import Store, open_store
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
 SECRET = "test-secret-0123456789"
 
 
