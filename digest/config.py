@@ -127,6 +127,28 @@ class SendGridSettings(_Model):
     timeout: float = Field(30.0, gt=0, le=300, description="Seconds per HTTP request.")
     sandbox: bool = Field(False, description="Validate only; SendGrid delivers nothing.")
     categories: list[str] = Field(default_factory=list, description="Categories on every send.")
+    cancel_margin_seconds: int = Field(
+        600,
+        ge=1,
+        description="SendGrid withholds a cancelled batch only when cancelled at least this "
+        "long before its send time.",
+    )
+    strict_lead_seconds: int = Field(
+        660,
+        ge=2,
+        le=72 * 3600,
+        description="Strict mode: each request is scheduled this far ahead, so a request in "
+        "doubt can still be cancelled; must exceed cancel_margin_seconds.",
+    )
+
+    @model_validator(mode="after")
+    def _lead_after_margin(self) -> SendGridSettings:
+        if self.strict_lead_seconds <= self.cancel_margin_seconds:
+            raise ValueError(
+                f"strict_lead_seconds ({self.strict_lead_seconds}) must be greater than "
+                f"cancel_margin_seconds ({self.cancel_margin_seconds})"
+            )
+        return self
 
 
 class SmtpSettings(_Model):
@@ -156,6 +178,12 @@ class Delivery(_Model):
     )
     max_attempts: int = Field(5, ge=1, le=20, description="Tries per batch on retryable faults.")
     max_retry_seconds: float = Field(300.0, gt=0, description="Total time spent waiting to retry.")
+    max_failed_batches: int = Field(
+        5,
+        ge=1,
+        le=1000,
+        description="Stop the run after this many batches in a row failed for every recipient.",
+    )
     sendgrid: SendGridSettings = Field(default_factory=SendGridSettings)  # type: ignore[arg-type]
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)  # type: ignore[arg-type]
 

@@ -78,6 +78,13 @@ class Edition:
     def ai_generated(self) -> bool:
         return any(i.article.ai_generated for i in self.items)
 
+    def same_content(self, other: Edition) -> bool:
+        """Whether `other` carries exactly what this edition carries (its status aside)."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        mine.pop("status")
+        theirs.pop("status")
+        return mine == theirs
+
     def with_items(self, items: tuple[EditionItem, ...]) -> Edition:
         return replace(self, items=items)
 

@@ -111,15 +111,23 @@ class FakeSendGrid:
     """SendGrid's Mail Send, batch and scheduled-send endpoints on 127.0.0.1, port 0."""
 
     def __init__(
-        self, *, api_key: str = API_KEY, now: Callable[[], datetime] | None = None
+        self,
+        *,
+        api_key: str = API_KEY,
+        now: Callable[[], datetime] | None = None,
+        cancel_margin: float = 600.0,
     ) -> None:
         validators()  # compile now, not inside the first (possibly timed) request
         self.api_key = api_key
         self.now = now or (lambda: datetime.now(UTC))  # the clock send_at is checked against
+        # A batch is withheld only when cancelled at least this long before its send time.
+        self.cancel_margin = timedelta(seconds=cancel_margin)
         self.requests: list[dict[str, Any]] = []
+        self.arrived: list[datetime] = []  # when each accepted request arrived
         self.batches: set[str] = set()
-        self.cancelled: set[str] = set()
+        self.cancelled: dict[str, datetime] = {}  # batch id -> when it was cancelled
         self.paused: set[str] = set()
+        self.cancels_refused = 0
         self.answers: list[tuple[str, int]] = []  # (path, status; 0 = hung up), in order
         self._faults: dict[str, list[_Fault]] = {}
         self._latency = 0.0
@@ -152,15 +160,33 @@ class FakeSendGrid:
 
     # -- what tests read
     def delivered(self) -> list[str]:
-        """The `to` address of every accepted personalization outside a cancelled batch."""
+        """The `to` address of every accepted personalization that was not withheld."""
         with self._lock:
             return [
                 to["email"]
-                for body in self.requests
-                if body.get("batch_id") not in self.cancelled
+                for body, arrived in zip(self.requests, self.arrived, strict=True)
+                if not self._withheld(body, arrived)
                 for p in body["personalizations"]
                 for to in p["to"]
             ]
+
+    def _withheld(self, body: dict[str, Any], arrived: datetime) -> bool:
+        """A message of a cancelled batch is withheld if it arrived after the cancel, or if
+        the cancel came at least `cancel_margin` before its send time."""
+        cancelled = self.cancelled.get(body.get("batch_id", ""))
+        if cancelled is None:
+            return False
+        send_at = datetime.fromtimestamp(body.get("send_at", arrived.timestamp()), UTC)
+        return arrived >= cancelled or send_at - cancelled >= self.cancel_margin
+
+    def _holds(self, now: datetime) -> set[str]:
+        """Cancelled or paused batches that still hold messages to send (SendGrid's limit)."""
+        latest: dict[str, float] = {}
+        for body in self.requests:
+            batch = body.get("batch_id")
+            if batch in self.cancelled or batch in self.paused:
+                latest[batch] = max(latest.get(batch, 0.0), body.get("send_at", 0))
+        return {b for b, at in latest.items() if at > now.timestamp()}
 
     # -- misbehaviour on demand (Mail Send unless `path` says otherwise)
     def fail_next(
@@ -221,6 +247,7 @@ class FakeSendGrid:
             if "batch_id" in body and body["batch_id"] not in self.batches:
                 raise Refused(400, "invalid batch id", "batch_id")
             self.requests.append(body)
+            self.arrived.append(self.now())
         return 202, {"X-Message-Id": secrets.token_urlsafe(16)[:22]}, None
 
     def _schedule(self, body: Any) -> tuple[int, dict[str, str], Any]:
@@ -229,11 +256,16 @@ class FakeSendGrid:
         with self._lock:
             if batch_id not in self.batches:
                 raise Refused(400, "invalid batch id", "batch_id")
-            held = self.cancelled | self.paused
+            held = self._holds(self.now())
             if batch_id not in held and len(held) >= MAX_PAUSED_OR_CANCELLED:
+                self.cancels_refused += 1
                 raise Refused(400, "you cannot pause or cancel more than 10 batches at one time")
-            (self.cancelled if status == "cancel" else self.paused).add(batch_id)
-            (self.paused if status == "cancel" else self.cancelled).discard(batch_id)
+            if status == "cancel":
+                self.cancelled.setdefault(batch_id, self.now())
+                self.paused.discard(batch_id)
+            else:
+                self.paused.add(batch_id)
+                self.cancelled.pop(batch_id, None)
         return 201, {}, {"batch_id": batch_id, "status": status}
 
 

@@ -12,7 +12,7 @@ from editions import make_edition
 
 from digest.errors import ExitCode
 from digest.store import Store
-from digest.store.locks import LockedError, run_lock
+from digest.store.locks import LockedError, edition_lock, run_lock
 from digest.subscribers import Subscriber
 
 NOW = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
@@ -28,9 +28,9 @@ def _edition_with_readers(store: Store) -> str:
 
 def test_a_second_send_of_the_same_edition_stops_at_once(store: Store, run) -> None:  # type: ignore[no-untyped-def]
     week = _edition_with_readers(store)
-    with run_lock(store.engine, "send-weekly/" + week, what="a send of weekly/" + week):
+    with edition_lock(store.engine, "weekly/" + week):
         result = run("send", "weekly", "--week", week, expect=ExitCode.ERROR)
-    assert f"error: a send of weekly/{week} is already running" in result.output
+    assert f"error: a send or a change of weekly/{week} is already running" in result.output
     assert store.deliveries.counts("weekly/" + week)["sent"] == 0
     # once the first run is gone, the send goes ahead
     result = run("send", "weekly", "--week", week)

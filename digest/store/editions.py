@@ -8,6 +8,7 @@ from sqlalchemy import Connection, Engine, delete, select
 
 from digest.editions import Edition
 from digest.errors import UsageError
+from digest.store.locks import edition_lock
 from digest.store.schema import deliveries, edition_articles, editions
 
 
@@ -26,7 +27,7 @@ class EditionStore:
         Replacing an edition that has deliveries is refused inside the same transaction, so a
         send that starts meanwhile can never find its edition changed under it.
         """
-        with self.engine.begin() as conn:
+        with edition_lock(self.engine, edition.key), self.engine.begin() as conn:
             if replace:
                 if _has_deliveries(conn, edition.key):
                     raise UsageError(
@@ -50,8 +51,27 @@ class EditionStore:
             _write_carried(conn, edition)
 
     def update(self, edition: Edition, *, approved_at: datetime | None = None) -> None:
-        """Rewrite an edition after an editor's change (pin, drop, reorder, approve)."""
+        """Rewrite an edition after an editor's change (pin, drop, reorder, approve).
+
+        A change of content takes the edition's lock and is refused, inside the same
+        transaction, once the edition has deliveries: a send never sees it change.
+        """
+        stored = self.get(edition.key)
+        if stored is None or stored.same_content(edition):
+            self._write(edition, approved_at)
+            return
+        with edition_lock(self.engine, edition.key):
+            self._write(edition, approved_at, frozen_check=True)
+
+    def _write(
+        self, edition: Edition, approved_at: datetime | None, *, frozen_check: bool = False
+    ) -> None:
         with self.engine.begin() as conn:
+            if frozen_check and _has_deliveries(conn, edition.key):
+                raise UsageError(
+                    f"edition {edition.key} has deliveries; it can no longer be changed",
+                    hint="a sent edition stays as it was sent",
+                )
             values: dict[str, object] = {"status": edition.status, "data": edition.to_dict()}
             if approved_at is not None:
                 values["approved_at"] = approved_at

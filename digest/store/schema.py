@@ -113,6 +113,17 @@ deliveries = Table(
     Index("ix_deliveries_edition_state", "edition_key", "state", "content_key", "id"),
 )
 
+# Provider batches this store cancelled. SendGrid lets at most 10 batches hold a pause or
+# cancel at once; a hold lapses when the batch's send time passes (`until`).
+provider_holds = Table(
+    "provider_holds",
+    metadata,
+    Column("batch_id", String(128), primary_key=True),
+    Column("edition_key", String(128), nullable=False),
+    Column("until", UTCDateTime, nullable=False, index=True),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
 events = Table(
     "events",
     metadata,
