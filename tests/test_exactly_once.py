@@ -4,13 +4,16 @@ through the real client and the fake SendGrid, then checks what the provider rec
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 from collections import Counter
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from fake_sendgrid import SEND, FakeSendGrid, rate_limit_headers
 from sending import KEY, NOW, SECRET, _add, edition  # noqa: F401  (fixtures)
 from sqlalchemy.exc import OperationalError
@@ -21,6 +24,7 @@ from digest.editions import Edition
 from digest.errors import BusyError, ProviderRefusedError, UsageError
 from digest.store import Store
 from digest.store.busy import retry_locked
+from digest.store.locks import edition_lock
 from digest.transports import make_transport
 from digest.transports.base import OutgoingEmail, Recipient
 from digest.transports.sendgrid import SendGridTransport
@@ -350,3 +354,62 @@ def test_strict_mode_refuses_a_timeout_that_outlasts_the_cancel_window(
     with pytest.raises(UsageError, match=r"must be shorter than .* \(60 s\)"):
         _send(cfg, store, edition, clock, strict=True)
     assert fake.answers == [] and sum(store.deliveries.counts(KEY).values()) == 0
+
+
+# -- through the commands -----------------------------------------------------------
+
+
+def _point_at(project: Path, fake: FakeSendGrid) -> None:
+    path = project / "digest.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["delivery"]["sendgrid"]["host"] = fake.url
+    data["delivery"]["sendgrid"]["timeout"] = 0.5
+    data["delivery"]["batch_size"] = BATCH
+    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+
+
+def test_deliveries_lists_who_did_not_get_the_edition_and_why(
+    project: Path, store: Store, edition: Edition, fake: FakeSendGrid, run: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    _point_at(project, fake)
+    monkeypatch.setenv("SENDGRID_API_KEY", fake.api_key)
+    subs = [s.email for s in _add(store, 8)]
+    fake.drop_next(accept=True)
+    result = run("send", "weekly", "--week", "2026-w48", "--transport", "sendgrid", expect=3)
+    assert "sent 3" in result.output and "in doubt 5" in result.output
+    listed = json.loads(run("deliveries", "weekly", "--week", "2026-W48", "--json").output)
+    assert sorted(r["email"] for r in listed) == sorted(subs)
+    assert {"email", "state", "variant", "attempts", "provider_message_id",
+            "provider_batch_id", "last_error", "sent_at"} <= set(listed[0])  # fmt: skip
+    failed = json.loads(
+        run("deliveries", "weekly", "--week", "2026-W48", "--state", "failed", "--json").output
+    )
+    assert [r["email"] for r in failed] == subs[:5]
+    assert all(r["state"] == "failed" and "in doubt" in r["last_error"] for r in failed)
+    table = run("deliveries", "weekly", "--week", "2026-W48", "--state", "sent").output
+    assert all(e in table for e in subs[5:]) and subs[0] not in table
+
+
+def test_a_refused_key_exits_4_with_one_line_and_no_traceback(
+    project: Path, store: Store, edition: Edition, fake: FakeSendGrid, run: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    _point_at(project, fake)
+    monkeypatch.setenv("SENDGRID_API_KEY", "SG.revoked")
+    _add(store, 4)
+    result = run("send", "weekly", "--week", "2026-W48", "--transport", "sendgrid", expect=4)
+    assert "error: sendgrid HTTP 401" in result.output and "Traceback" not in result.output
+    assert "still pending" in result.output
+    assert store.deliveries.counts(KEY)["pending"] == 4 and len(fake.answers) == 1
+
+
+def test_an_edition_cannot_be_rebuilt_or_edited_while_a_send_holds_it(
+    project: Path, store: Store, edition: Edition, run: Any
+) -> None:
+    with edition_lock(store.engine, KEY):
+        result = run("build", "weekly", "--week", "2026-W48", "--force", expect=1)
+        assert "a send or a change of weekly/2026-W48 is already running" in result.output
+        article = edition.items[0].article.id
+        run("edition", "drop", "weekly", "--week", "2026-W48", article, expect=1)
+    assert store.editions.get(KEY) == edition

@@ -18,19 +18,14 @@ from digest.cli import Env, iso_datetime, pass_env
 from digest.config import secret
 from digest.editions import Edition
 from digest.errors import ExitCode, NotFoundError
+from digest.select import load_edition
 from digest.subscribers import Subscriber
 from digest.transports import TRANSPORTS, make_transport
 from digest.transports.base import Transport
 
 
 def _edition(env: Env, digest: str, week: str) -> Edition:
-    env.config.digest(digest)  # an unknown digest is a config error naming the known ones
-    edition = env.store.editions.get(f"{digest}/{week}")
-    if edition is None:
-        raise NotFoundError(
-            f"no edition {digest}/{week}", hint=f"digest build {digest} --week {week}"
-        )
-    return edition
+    return load_edition(env.config, env.store, digest, week)
 
 
 @contextmanager

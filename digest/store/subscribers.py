@@ -59,6 +59,9 @@ def _values(s: Subscriber) -> dict[str, Any]:
     }
 
 
+IMPORT_CHUNK = 2000  # rows written per transaction
+
+
 class SubscriberStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -150,25 +153,38 @@ class SubscriberStore:
     def apply_import(
         self, adds: Sequence[Subscriber], updates: Sequence[Subscriber], *, now: datetime
     ) -> None:
-        """Insert `adds` and rewrite `updates` (matched by id) in one transaction."""
+        """Insert `adds` and rewrite `updates` (matched by id), IMPORT_CHUNK rows per commit.
+
+        Short transactions keep SQLite's single writer free for a send running meanwhile.
+        The rows were all checked before the first write; importing the same file again
+        after a failure part way only adds or rewrites what is still different.
+        """
+        done = 0
         try:
-            with self.engine.begin() as conn:
-                if adds:
+            for start in range(0, len(adds), IMPORT_CHUNK):
+                with self.engine.begin() as conn:
                     conn.execute(
                         subscribers.insert(),
-                        [{**_values(s), "created_at": now, "updated_at": now} for s in adds],
+                        [
+                            {**_values(s), "created_at": now, "updated_at": now}
+                            for s in adds[start : start + IMPORT_CHUNK]
+                        ],
                     )
-                for s in updates:
-                    conn.execute(
-                        subscribers.update()
-                        .where(subscribers.c.id == s.id)
-                        .values(**_values(s), updated_at=now)
-                    )
+                done += len(adds[start : start + IMPORT_CHUNK])
+            for start in range(0, len(updates), IMPORT_CHUNK):
+                with self.engine.begin() as conn:
+                    for s in updates[start : start + IMPORT_CHUNK]:
+                        conn.execute(
+                            subscribers.update()
+                            .where(subscribers.c.id == s.id)
+                            .values(**_values(s), updated_at=now)
+                        )
+                done += len(updates[start : start + IMPORT_CHUNK])
         except IntegrityError:
             # Someone signed up with one of these addresses while the import ran.
             raise DigestError(
-                "subscribers changed while importing; nothing was imported",
-                hint="run the import again",
+                f"subscribers changed while importing; {done} rows were written before that",
+                hint="run the import again: it writes only what is still missing",
             ) from None
 
     def delete(self, subscriber_id: int) -> bool:
