@@ -42,6 +42,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/send.py
+	$(BIN)/python bench/kill.py
 
 clean:
 	rm -rf $(VENV) outbox preview digest.db test-artifacts

@@ -9,6 +9,7 @@ up waiting for the answer: that is the window a real provider leaves open.
 from __future__ import annotations
 
 import json
+import random
 import secrets
 import threading
 from collections.abc import Callable, Iterator
@@ -131,6 +132,7 @@ class FakeSendGrid:
         self.answers: list[tuple[str, int]] = []  # (path, status; 0 = hung up), in order
         self._faults: dict[str, list[_Fault]] = {}
         self._latency = 0.0
+        self._chaos: tuple[random.Random, float, float, float, float, float] | None = None
         self._lock = threading.Lock()
         self._closing = threading.Event()
         self._server = _Server(("127.0.0.1", 0), _Handler)
@@ -209,6 +211,38 @@ class FakeSendGrid:
     def drop_next(self, n: int = 1, *, accept: bool = False, path: str = SEND) -> None:
         """Read the request and hang up; with accept=True it still counts as delivered."""
         self._queue(path, n, _Fault("drop", accept=accept))
+
+    def set_chaos(
+        self,
+        rng: random.Random,
+        *,
+        rate_limit: float = 0.0,
+        server_error: float = 0.0,
+        drop_after_accept: float = 0.0,
+        slow: float = 0.0,
+        slow_seconds: float = 3.0,
+    ) -> None:
+        """Misbehave at random on Mail Send: each probability applies to every request that
+        has no queued fault (429 with a reset 1 s ahead, 500, hang up after accepting, or an
+        answer `slow_seconds` late)."""
+        self._chaos = (rng, rate_limit, server_error, drop_after_accept, slow, slow_seconds)
+
+    def _chaos_fault(self) -> _Fault | None:
+        if self._chaos is None:
+            return None
+        rng, rate_limit, server_error, drop, slow, slow_seconds = self._chaos
+        with self._lock:
+            draw = rng.random()
+        for chance, fault in (
+            (rate_limit, _Fault("fail", 429, rate_limit_headers(self.now().timestamp() + 1))),
+            (server_error, _Fault("fail", 500, message="injected server error")),
+            (drop, _Fault("drop", accept=True)),
+            (slow, _Fault("slow", seconds=slow_seconds)),
+        ):
+            if draw < chance:
+                return fault
+            draw -= chance
+        return None
 
     def set_latency(self, seconds: float) -> None:
         """Every answer waits this long after the request was accepted."""
@@ -291,7 +325,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length <= MAX_BODY else b""
-        fault = fake._next_fault(path) or _Fault("none")
+        fault = fake._next_fault(path) or (path == SEND and fake._chaos_fault()) or _Fault("none")
         if fault.kind == "drop" and not fault.accept:
             self._hang_up(fake, path)
             return
