@@ -4,7 +4,9 @@ A batch is withheld only when cancelled at least `cancel_margin` before its send
 and SendGrid lets at most 10 batches hold a pause or cancel at once; a hold lapses when
 the batch's send time passes. So a cancel refused for the limit is not a reason to give
 up: wait for the oldest hold to lapse and cancel again, as long as the batch's own
-deadline (send time minus margin) allows. Every wait is bounded by that deadline.
+deadline (send time minus margin) allows. Every wait is bounded by that deadline. A
+cancel counts only if its answer came by the deadline: the request reached the provider
+before its answer did, so it was in time; a later answer proves nothing.
 """
 
 from __future__ import annotations
@@ -91,6 +93,10 @@ class Withdrawer:
                 continue
             now = self.now()
             self.ledger.add_hold(batch_id, self.edition_key, until=send_at, now=now)
+            if now > deadline:
+                # The cancel was taken, but its answer came after the deadline: it may have
+                # reached the provider too late to withhold the batch. Nothing proves either.
+                return None
             return self.ledger.release(self.edition_key, batch_id, now=now)
         return None
 

@@ -413,3 +413,29 @@ def test_an_edition_cannot_be_rebuilt_or_edited_while_a_send_holds_it(
         article = edition.items[0].article.id
         run("edition", "drop", "weekly", "--week", "2026-W48", article, expect=1)
     assert store.editions.get(KEY) == edition
+
+
+def test_a_cancel_answered_after_the_deadline_proves_nothing_and_nothing_is_resent(
+    config: Config, store: Store, edition: Edition, fake: FakeSendGrid, clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    cfg = _config(config, fake, monkeypatch)
+    subs = [s.email for s in _add(store, 5)]
+    transport = make_transport("sendgrid", cfg, edition_key=KEY, now=clock.now)
+    assert isinstance(transport, SendGridTransport)
+    real_cancel = transport.cancel_batch
+
+    def slow_cancel(batch_id: str) -> None:
+        real_cancel(batch_id)
+        clock.at += timedelta(seconds=90)  # the answer comes past send time - margin
+
+    monkeypatch.setattr(transport, "cancel_batch", slow_cancel)
+    fake.drop_next(accept=True)
+    summary = sending.send_edition(
+        edition, config=cfg, ledger=store.deliveries, transport=transport, secret=SECRET,
+        now=clock.now, options=sending.SendOptions(batch_size=BATCH, strict=True),
+        sleep=clock.sleep,
+    )  # fmt: skip
+    assert max(_received(fake).values(), default=0) <= 1  # never resent on a late answer
+    assert summary.in_doubt == 5 and _states(store) == {"failed": 5}
+    assert len(fake.requests) == 1 and subs
