@@ -27,6 +27,7 @@ from digest.compose import ContentCache, Renderer, Row
 from digest.config import Config
 from digest.editions import Edition
 from digest.errors import TransportError, UsageError
+from digest.experiments.assign import Assign, edition_assigner
 from digest.retry import RetryPolicy, Uniform, call_transport, settle
 from digest.subscribers import Subscriber
 from digest.tokens import LinkSigner
@@ -161,11 +162,14 @@ def send_edition(
     rng: Uniform | None = None,
     progress: Progress | None = None,
     clock: Callable[[], float] = time.monotonic,
+    assign: Assign | None = None,
 ) -> SendSummary:
     """Send `edition` to every active subscriber sharing one of its topics, each exactly once.
 
     Safe to run again at any time: rows already sent are skipped, rows a crash left in
     doubt are reconciled first (see the module doc). Returns what the run did.
+    `assign` plans rows (content key, variant); by default the digest's A/B test group,
+    or everyone as variant A (see digest.experiments.assign).
     """
     started = clock()
     options = options or SendOptions(batch_size=config.delivery.batch_size)
@@ -184,8 +188,7 @@ def send_edition(
         policy=RetryPolicy(config.delivery.max_attempts, config.delivery.max_retry_seconds),
     )
     key = edition.key
-    edition_topics = edition.topics()
-    ledger.plan(key, lambda _id, topics: _assign(topics, edition_topics), now=now())
+    ledger.plan(key, assign or edition_assigner(config, edition), now=now())
     reconcile(key, ledger=ledger, transport=transport, now=now)
     if options.retry_failed:
         ledger.retry_failed(key, now=now())
@@ -207,12 +210,6 @@ def send_edition(
         elapsed=round(clock() - started, 3),
         renders=run.cache.renders,
     )
-
-
-def _assign(topics: Sequence[str], edition_topics: Sequence[str]) -> tuple[str, str] | None:
-    # One variant until experiments assign others.
-    key = compose.content_key(topics, edition_topics, "A")
-    return (key, "A") if key else None
 
 
 def _check(options: SendOptions, transport: Transport, now: datetime) -> None:
