@@ -156,8 +156,8 @@ class Experiment(_Model):
     )
     wait: str = Field("4h", description="Test length before the decision, e.g. `90m`, `4h`, `1d`.")
     metric: Literal["clicks", "human_opens", "opens", "click_to_open"] = Field(
-        "clicks", description="What decides: clicks, human_opens (no machine opens), opens, "
-        "click_to_open.",
+        "clicks",
+        description="What decides: clicks, human_opens (no machine opens), opens, click_to_open.",
     )
     min_sample: int = Field(1000, ge=1, description="Least denominator per variant for a verdict.")
     alpha: float = Field(0.05, gt=0, lt=0.5, description="Significance level (two-sided).")
