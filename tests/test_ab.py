@@ -31,7 +31,7 @@ from digest.subscribers import Subscriber
 from digest.transports import make_transport
 
 WEEK = "2026-W48"
-AUDIENCE = 800
+AUDIENCE = 400
 EXPERIMENT = {
     "variants": [
         {"key": "A"},
@@ -41,7 +41,7 @@ EXPERIMENT = {
     "test_share": 0.5,
     "wait": "4h",
     "metric": "clicks",
-    "min_sample": 100,
+    "min_sample": 50,
     "default": "A",
 }
 AFTER_WAIT = NOW + timedelta(hours=5)

@@ -1,4 +1,7 @@
-"""`digest ab`: an A/B test's report, a person's pick, and the winner's send to the rest."""
+"""`digest ab`: an A/B test's report, a person's pick, and the winner's send to the rest.
+
+The statistics (scipy, statsmodels) are imported by the commands that use them, so other
+commands start fast."""
 
 from __future__ import annotations
 
@@ -11,9 +14,6 @@ from digest.cli import Env, pass_env
 from digest.cli.send import _edition, _send_lock
 from digest.config import secret
 from digest.errors import ExitCode, InputError
-from digest.experiments.page import render_page
-from digest.experiments.report import build_report, table
-from digest.experiments.winner import pick, send_winner
 from digest.transports import TRANSPORTS, make_transport
 
 WEEK = click.option(
@@ -50,6 +50,9 @@ def report_command(
       digest ab report weekly --week 2026-W05 --json
       digest ab report weekly --week 2026-W05 --html ab.html
     """
+    from digest.experiments.page import render_page
+    from digest.experiments.report import build_report, table
+
     edition = _edition(env, digest, week)
     report = build_report(env.config, env.store.experiments, digest, edition.key, now=env.now())
     if html_file is not None:
@@ -77,6 +80,8 @@ def pick_command(env: Env, digest: str, week: str, variant: str) -> None:
     Example:
       digest ab pick weekly --week 2026-W05 B
     """
+    from digest.experiments.winner import pick
+
     edition = _edition(env, digest, week)
     decision = pick(env.config, env.store.experiments, edition, variant, now=env.now())
     click.echo(f"{edition.key}: the rest of the list gets {decision.variant}")
@@ -100,6 +105,8 @@ def send_winner_command(
     Example:
       digest ab send-winner weekly --week 2026-W05 --transport sendgrid
     """
+    from digest.experiments.winner import send_winner
+
     config, edition = env.config, _edition(env, digest, week)
     out = make_transport(
         transport or config.delivery.transport, config, edition_key=edition.key, now=env.now

@@ -10,13 +10,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from digest.config import Config, Experiment
 from digest.errors import UsageError
 from digest.experiments import stats
 from digest.experiments.assign import is_test_row
-from digest.experiments.results import DeliveryFact, EventFact, Results, count
+from digest.experiments.ledger import Decision, ExperimentData
+from digest.experiments.results import DeliveryFact, Results, count
 
 METRIC_WORDS = {
     "clicks": "click rate (unique clicks over delivered)",
@@ -24,27 +25,6 @@ METRIC_WORDS = {
     "opens": "open rate (unique opens over delivered; Apple Mail opens every message)",
     "click_to_open": "click-to-open rate (unique clicks over human opens or clicks)",
 }
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What the rest of the list gets, decided once per edition."""
-
-    edition_key: str
-    verdict: str  # the statistical verdict when it was taken
-    winner: str | None  # the statistical winner then, if any
-    variant: str  # sent to the rest: the winner, the default, or a person's pick
-    decided_by: str  # "rule" (at the end of the wait) or "person" (digest ab pick)
-    decided_at: datetime
-    report: dict[str, Any]  # Report.to_dict() when it was taken
-
-
-class ExperimentData(Protocol):
-    """What a report reads (digest.store.experiments.ExperimentStore)."""
-
-    def delivery_facts(self, edition_key: str) -> Iterable[DeliveryFact]: ...
-    def event_facts(self, edition_key: str) -> Iterable[EventFact]: ...
-    def decision(self, edition_key: str) -> Decision | None: ...
 
 
 @dataclass(frozen=True)

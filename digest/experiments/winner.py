@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from digest import send as sending
 from digest.config import Config
@@ -25,14 +25,9 @@ from digest.editions import Edition
 from digest.errors import UsageError
 from digest.experiments import stats
 from digest.experiments.assign import rest_assigner
-from digest.experiments.report import Decision, ExperimentData, build_report, experiment_of
+from digest.experiments.ledger import Decision, ExperimentLedger
+from digest.experiments.report import build_report, experiment_of
 from digest.transports.base import Transport
-
-
-class ExperimentLedger(ExperimentData, Protocol):
-    """What deciding needs beyond a report (digest.store.experiments.ExperimentStore)."""
-
-    def save_decision(self, decision: Decision) -> Decision: ...
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """A/B tests in the store: the facts results count, and the one decision per edition.
 
-Implements digest.experiments.winner.ExperimentLedger.
+Implements digest.experiments.ledger.ExperimentLedger.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Engine, and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
-from digest.experiments.report import Decision
+from digest.experiments.ledger import Decision
 from digest.experiments.results import COUNTED, DeliveryFact, EventFact
 from digest.store.schema import deliveries, events, experiment_decisions
 
