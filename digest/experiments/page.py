@@ -8,8 +8,8 @@ from html import escape
 
 from digest.experiments.report import METRIC_WORDS, Report
 
-BAR_H, GAP, LEFT, RIGHT, TOP = 26, 18, 48, 16, 24
-WIDTH = 560
+BAR_H, GAP, LEFT, RIGHT, TOP = 24, 16, 40, 18, 26
+WIDTH = 380
 COLUMNS = ("recipients", "delivered", "unique_opens", "unique_human_opens", "unique_clicks",
            "unsubscribes", "complaints", "bounces")  # fmt: skip
 CSS = """
@@ -25,8 +25,8 @@ h1{font-size:1.4rem;margin:.2em 0}h2{font-size:1.1rem;margin:1.2em 0 .4em}
 table{border-collapse:collapse;font-size:.9rem;min-width:100%}
 th,td{padding:6px 8px;border-bottom:1px solid #dde3ea;text-align:right;white-space:nowrap}
 th:first-child,td:first-child{text-align:left}
-svg{width:100%;height:auto;display:block}
-svg text{font:13px system-ui,sans-serif;fill:#1b1f24}
+svg{width:100%;max-width:600px;height:auto;display:block}
+svg text{font:14px system-ui,sans-serif;fill:#1b1f24}
 """
 
 
