@@ -35,8 +35,12 @@ AUDIENCE = 400
 EXPERIMENT = {
     "variants": [
         {"key": "A"},
-        {"key": "B", "subject": "This week: {name}", "preheader": "Five stories, one coffee",
-         "sender_name": "Ana at Prism"},  # fmt: skip
+        {
+            "key": "B",
+            "subject": "This week: {name}",
+            "preheader": "Five stories, one coffee",
+            "sender_name": "Ana at Prism",
+        },  # fmt: skip
     ],
     "test_share": 0.5,
     "wait": "4h",
@@ -273,4 +277,3 @@ def test_bad_experiment_config_names_the_key(project: Path, run: Run) -> None:
     data["digests"][0]["experiment"] = {**EXPERIMENT, "wait": "soon"}
     path.write_text(yaml.safe_dump(data))
     assert "use a number and m, h or d" in run("check", expect=2).output
-

@@ -37,9 +37,7 @@ def ab() -> None:
     help="Also write a self-contained HTML page with a chart to FILE.",
 )
 @pass_env
-def report_command(
-    env: Env, digest: str, week: str, as_json: bool, html_file: Path | None
-) -> None:
+def report_command(env: Env, digest: str, week: str, as_json: bool, html_file: Path | None) -> None:
     """Figures per variant from the provider's events, the statistics and the verdict.
 
     Interim figures before the end of the wait are not a decision: peeking is not a test.

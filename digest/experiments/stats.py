@@ -121,7 +121,7 @@ def analyse(arms: Sequence[Arm], *, alpha: float, min_sample: int) -> Analysis:
     """The intervals, the leader's comparisons and the verdict (see the module doc)."""
     if len(arms) < 2:
         raise ValueError("an A/B test needs at least two variants")
-    leader = max(arms, key=lambda a: (a.rate if a.rate is not None else -1.0))
+    leader = max(arms, key=lambda a: a.rate if a.rate is not None else -1.0)
     others = [a for a in arms if a.key != leader.key]
     raw = [two_proportions(leader, other, alpha) for other in others]
     omnibus = None
@@ -134,7 +134,7 @@ def analyse(arms: Sequence[Arm], *, alpha: float, min_sample: int) -> Analysis:
         significant = omnibus < alpha and all_rejected
     too_small = any(a.trials < min_sample for a in arms)
     verdict = TOO_SMALL if too_small else WINNER if significant else NO_DIFFERENCE
-    runner_up = max(others, key=lambda a: (a.rate if a.rate is not None else -1.0))
+    runner_up = max(others, key=lambda a: a.rate if a.rate is not None else -1.0)
     needed = None
     if leader.rate is not None and runner_up.rate is not None:
         needed = needed_sample(leader.rate, runner_up.rate, alpha / len(others))
