@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -97,6 +98,103 @@ class Source(_Model):
         return self
 
 
+VARIANT_KEY = re.compile(r"^[A-Za-z0-9_]{1,16}$")
+_WAIT = re.compile(r"^(\d+)\s*([mhd])$")
+_SUBJECT_FIELDS = {"site": "S", "name": "N", "start": date(2026, 1, 5), "end": date(2026, 1, 11),
+                   "week": "2026-W02"}  # fmt: skip
+
+
+def _check_subject(pattern: str) -> str:
+    try:
+        pattern.format(**_SUBJECT_FIELDS)
+    except KeyError as exc:
+        raise ValueError(
+            f"unknown field {{{exc.args[0]}}} (known: {', '.join(_SUBJECT_FIELDS)})"
+        ) from None
+    except (ValueError, IndexError) as exc:
+        raise ValueError(f"invalid pattern: {exc}") from None
+    return pattern
+
+
+def wait_seconds(value: str) -> int:
+    """'90m', '4h', '2d' as seconds; ValueError saying the accepted form."""
+    m = _WAIT.match(value.strip())
+    if not m:
+        raise ValueError(f"{value!r}: use a number and m, h or d, e.g. 4h")
+    return int(m.group(1)) * {"m": 60, "h": 3600, "d": 86400}[m.group(2)]
+
+
+class Variant(_Model):
+    key: str = Field(description="Short name shown in reports and sent as a custom arg, e.g. `A`.")
+    template: str | None = Field(None, description="Template name; default the digest's.")
+    subject: str | None = Field(None, description="Subject pattern; default the digest's.")
+    preheader: str | None = Field(None, description="Inbox preheader; default the first titles.")
+    sender_name: str | None = Field(None, description="From display name; default sender.name.")
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, v: str) -> str:
+        if not VARIANT_KEY.match(v):
+            raise ValueError("use 1 to 16 letters, digits or '_'")
+        return v
+
+    @field_validator("subject")
+    @classmethod
+    def _subject(cls, v: str | None) -> str | None:
+        return None if v is None else _check_subject(v)
+
+
+class Experiment(_Model):
+    variants: list[Variant] = Field(
+        min_length=2, max_length=4, description="2 to 4 variants to compare."
+    )
+    test_share: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="Share of the list in the test, split evenly; the winner goes to the rest.",
+    )
+    wait: str = Field("4h", description="Test length before the decision, e.g. `90m`, `4h`, `1d`.")
+    metric: Literal["clicks", "human_opens", "opens", "click_to_open"] = Field(
+        "clicks",
+        description="What decides: clicks, human_opens (no machine opens), opens, click_to_open.",
+    )
+    min_sample: int = Field(1000, ge=1, description="Least denominator per variant for a verdict.")
+    alpha: float = Field(0.05, gt=0, lt=0.5, description="Significance level (two-sided).")
+    default: str | None = Field(
+        None, description="Variant sent to the rest when no winner; default the first."
+    )
+    seed: str | None = Field(
+        None, description="Key of the assignment hash; default the digest key."
+    )
+
+    @field_validator("wait")
+    @classmethod
+    def _wait(cls, v: str) -> str:
+        wait_seconds(v)
+        return v
+
+    @model_validator(mode="after")
+    def _variants(self) -> Experiment:
+        _no_repeats([v.key for v in self.variants], "variants", "key")
+        keys = [v.key for v in self.variants]
+        if self.default is not None and self.default not in keys:
+            known = ", ".join(keys)
+            raise ValueError(f"default: {self.default!r} is not a variant (known: {known})")
+        return self
+
+    @property
+    def default_variant(self) -> str:
+        return self.default or self.variants[0].key
+
+    @property
+    def wait_seconds(self) -> int:
+        return wait_seconds(self.wait)
+
+    def variant(self, key: str) -> Variant | None:
+        return next((v for v in self.variants if v.key == key), None)
+
+
 class Digest(_Model):
     key: Key = Field(description="Identifier used on the command line, e.g. `weekly`.")
     name: str = Field(description="Display name.")
@@ -112,6 +210,7 @@ class Digest(_Model):
     max_articles: int = Field(15, ge=1, le=200, description="Most articles per edition.")
     timezone: str | None = Field(None, description="Time zone of the week; default site's.")
     utm_campaign: str | None = Field(None, description="utm_campaign; default `KEY-WEEK`.")
+    experiment: Experiment | None = Field(None, description="An A/B test of this digest.")
 
     _k = field_validator("key")(classmethod(lambda cls, v: _check_key(v)))
 

@@ -37,6 +37,7 @@ from digest.compose import ContentCache, Renderer, Row
 from digest.config import Config
 from digest.editions import Edition
 from digest.errors import ProviderRefusedError, TransportError, UsageError
+from digest.experiments.assign import Assign, edition_assigner, variants_of
 from digest.retry import RetryPolicy, Uniform, call_transport
 from digest.subscribers import Subscriber
 from digest.tokens import LinkSigner
@@ -180,6 +181,7 @@ def send_edition(
     rng: Uniform | None = None,
     progress: Progress | None = None,
     clock: Callable[[], float] = time.monotonic,
+    assign: Assign | None = None,
 ) -> SendSummary:
     """Send `edition` to every active subscriber sharing one of its topics, each exactly once.
 
@@ -188,6 +190,8 @@ def send_edition(
     given. Every distinct content is rendered before the first row is planned, so a
     template error leaves the ledger untouched. Safe to run again at any time: rows
     already sent are skipped, rows a crash left in doubt are reconciled first.
+    `assign` plans rows (content key, variant); by default the digest's A/B test group,
+    or everyone as variant A (see digest.experiments.assign).
     """
     started = clock()
     options = options or SendOptions(batch_size=config.delivery.batch_size)
@@ -207,13 +211,8 @@ def send_edition(
             policy=RetryPolicy(config.delivery.max_attempts, config.delivery.max_retry_seconds),
         )
         key = edition.key
-        edition_topics = edition.topics()
-
-        def assign(_id: int, topics: Sequence[str]) -> tuple[str, str] | None:
-            return _assign(topics, edition_topics)
-
-        _render_all(run, assign)
-        ledger.plan(key, assign, now=now())
+        _render_all(run, variants_of(config, edition))
+        ledger.plan(key, assign or edition_assigner(config, edition), now=now())
         run.in_doubt += _reconcile(run)
         if options.retry_failed:
             ledger.retry_failed(key, now=now())
@@ -238,20 +237,14 @@ def send_edition(
     )
 
 
-def _assign(topics: Sequence[str], edition_topics: Sequence[str]) -> tuple[str, str] | None:
-    # One variant until experiments assign others.
-    key = compose.content_key(topics, edition_topics, "A")
-    return (key, "A") if key else None
-
-
-def _render_all(run: _Run, assign: Callable[[int, Sequence[str]], tuple[str, str] | None]) -> None:
-    """Render every content the audience and the ledger need, before anything is written."""
+def _render_all(run: _Run, variants: Sequence[str]) -> None:
+    """Render every content the audience and the ledger may need (each topic mix of the
+    audience in each variant), before anything is written."""
     keys = set(run.ledger.content_keys(run.edition.key))
-    for topics in run.ledger.audience_topics():
-        assigned = assign(0, topics)
-        if assigned is not None:
-            keys.add(assigned[0])
-    for key in sorted(keys):
+    topics = run.edition.topics()
+    for mine in run.ledger.audience_topics():
+        keys.update(compose.content_key(mine, topics, v) for v in variants)
+    for key in sorted(keys - {""}):
         run.cache.get(key)
 
 

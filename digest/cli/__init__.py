@@ -119,6 +119,7 @@ def cli(ctx: click.Context, config_path: str, debug: bool, now: datetime | None)
 
 def _register() -> None:
     from digest.cli import (
+        ab,
         build,
         check,
         deliveries,
@@ -130,7 +131,7 @@ def _register() -> None:
         subscribers,
     )
 
-    for module in (check, ingest, build, preview, send, deliveries, subscribers, events, serve):
+    for module in (check, ingest, build, preview, send, deliveries, ab, subscribers, events, serve):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -9,7 +9,7 @@ from typing import Any
 import jinja2
 from markupsafe import escape
 
-from digest.config import Config
+from digest.config import Config, Variant
 from digest.editions import Edition, EditionItem
 from digest.errors import TemplateError
 from digest.render.templates import CompiledTemplate, line_of
@@ -34,6 +34,7 @@ class RenderedEmail:
     items: tuple[EditionItem, ...]  # the articles shown, in section order
     dropped: tuple[EditionItem, ...]  # lowest-ranked articles left out to stay under the clip
     warnings: tuple[str, ...]
+    sender_name: str = ""  # From display name when it differs from sender.name (A/B tests)
 
     @property
     def html_bytes(self) -> int:
@@ -47,6 +48,7 @@ def render_email(
     topics: Iterable[str],
     *,
     links: Mapping[str, str] | None = None,
+    variant: Variant | None = None,
 ) -> RenderedEmail:
     """The email for a subscriber of `topics`: one section per chosen topic the edition has.
 
@@ -55,14 +57,16 @@ def render_email(
     later; `links={UNSUBSCRIBE: url, PREFERENCES: url}` substitutes them now. Articles are
     dropped, lowest rank first, until the HTML fits HTML_BUDGET; `warnings` says which.
     Same inputs, same bytes. An undefined name in a template raises TemplateError.
+    A `variant` of an A/B test sets the subject pattern, preheader and sender name.
     """
-    subject = subject_for(config, edition)
+    subject = subject_for(config, edition, variant.subject if variant else None)
+    lead = variant.preheader if variant else None
     chosen = in_sections(edition, topics)
-    html, text = _render(compiled, context(config, edition, chosen, subject))
+    html, text = _render(compiled, context(config, edition, chosen, subject, lead))
     kept = chosen
     dropped: tuple[EditionItem, ...] = ()
     if _size(html) > HTML_BUDGET and len(chosen) > 1:
-        kept, html, text = _fit(compiled, config, edition, chosen, subject)
+        kept, html, text = _fit(compiled, config, edition, chosen, subject, lead)
         shown = {id(i) for i in kept}
         dropped = tuple(i for i in chosen if id(i) not in shown)
     warnings = _warnings(_size(html), dropped)
@@ -71,12 +75,13 @@ def render_email(
         text = _substitute(text, dict(links))
     return RenderedEmail(
         subject=subject,
-        preheader=preheader(kept),
+        preheader=lead or preheader(kept),
         html=html,
         text=text,
         items=kept,
         dropped=dropped,
         warnings=warnings,
+        sender_name=(variant.sender_name if variant else None) or "",
     )
 
 
@@ -90,6 +95,7 @@ def _fit(
     edition: Edition,
     chosen: tuple[EditionItem, ...],
     subject: str,
+    lead: str | None,
 ) -> tuple[tuple[EditionItem, ...], str, str]:
     """The most best-ranked articles that fit the budget, found by bisection (≈log2 n renders)."""
     by_rank = sorted(chosen, key=lambda i: i.rank)
@@ -101,11 +107,11 @@ def _fit(
     # Invariant: `low` articles fit (or low == 1, the least an email can carry); `high` do not.
     low, high = 1, len(chosen)
     fitted = best(1)
-    html, text = _render(compiled, context(config, edition, fitted, subject))
+    html, text = _render(compiled, context(config, edition, fitted, subject, lead))
     while high - low > 1:
         mid = (low + high) // 2
         items = best(mid)
-        mid_html, mid_text = _render(compiled, context(config, edition, items, subject))
+        mid_html, mid_text = _render(compiled, context(config, edition, items, subject, lead))
         if _size(mid_html) <= HTML_BUDGET:
             low, fitted, html, text = mid, items, mid_html, mid_text
         else:

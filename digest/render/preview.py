@@ -26,6 +26,7 @@ class Preview:
     text_path: Path
     email: RenderedEmail
     note: str  # e.g. why a real send would skip this subscriber
+    variants_path: Path | None = None  # every A/B variant side by side, when the digest has a test
 
 
 def default_out(config: Config, digest: str, week: str) -> Path:
@@ -72,7 +73,20 @@ def write_preview(
     html_path, text_path = out / f"{stem}.html", out / f"{stem}.txt"
     html_path.write_text(rendered.html, encoding="utf-8")
     text_path.write_text(rendered.text, encoding="utf-8")
+    variants_path = None
+    if spec.experiment is not None:
+        from digest.experiments.preview import write_variants
+
+        variants_path = write_variants(
+            config, edition, topics, links, out / f"{stem}.variants.html"
+        )
     note = ""
     if subscriber.status != "active":
         note = f"subscriber is {subscriber.status}: a real send would skip them"
-    return Preview(html_path=html_path, text_path=text_path, email=rendered, note=note)
+    return Preview(
+        html_path=html_path,
+        text_path=text_path,
+        email=rendered,
+        note=note,
+        variants_path=variants_path,
+    )

@@ -68,8 +68,9 @@ def date_range(start: date, end: date) -> str:
     return f"{start:%b} {start.day} – {end.day}, {end.year}"
 
 
-def subject_for(config: Config, edition: Edition) -> str:
-    """The subject from the digest's `subject` pattern (fields: site, name, start, end, week)."""
+def subject_for(config: Config, edition: Edition, pattern: str | None = None) -> str:
+    """The subject from `pattern`, default the digest's `subject` (fields: site, name, start,
+    end, week)."""
     digest = config.digest(edition.digest)
     fields = {
         "site": config.site.name,
@@ -79,7 +80,7 @@ def subject_for(config: Config, edition: Edition) -> str:
         "week": edition.period,
     }
     try:
-        return digest.subject.format(**fields)
+        return (pattern or digest.subject).format(**fields)
     except KeyError as exc:
         reason = f"unknown field {{{exc.args[0]}}} (known: {', '.join(fields)})"
     except (ValueError, IndexError) as exc:
@@ -163,9 +164,14 @@ def preheader(items: Sequence[EditionItem]) -> str:
 
 
 def context(
-    config: Config, edition: Edition, items: Sequence[EditionItem], subject: str
+    config: Config,
+    edition: Edition,
+    items: Sequence[EditionItem],
+    subject: str,
+    preheader_text: str | None = None,
 ) -> dict[str, Any]:
-    """Every name a template may use (see templates.CONTEXT_NAMES)."""
+    """Every name a template may use (see templates.CONTEXT_NAMES); `preheader_text`
+    replaces the first titles (an A/B variant's preheader)."""
     digest = config.digest(edition.digest)
     names = {t.key: t.name for t in config.topics}
     campaign = campaign_of(digest, edition)
@@ -181,7 +187,7 @@ def context(
         "site": config.site,
         "digest": digest,
         "subject": subject,
-        "preheader": preheader(items),
+        "preheader": preheader_text or preheader(items),
         "date_range": date_range(edition.start.date(), last_day(edition)),
         "sections": sections,
         "article_count": len(items),

@@ -141,3 +141,17 @@ events = Table(
     Column("data", JSON, nullable=False),
     UniqueConstraint("provider", "provider_event_id", name="uq_event_provider_id"),
 )
+
+# The A/B decision of an edition, taken once (by the rule at the end of the wait, or by a
+# person); the rest of the list gets `variant`.
+experiment_decisions = Table(
+    "experiment_decisions",
+    metadata,
+    Column("edition_key", String(128), primary_key=True),
+    Column("verdict", String(32), nullable=False),
+    Column("winner", String(32)),
+    Column("variant", String(32), nullable=False),
+    Column("decided_by", String(16), nullable=False),  # rule | person
+    Column("decided_at", UTCDateTime, nullable=False),
+    Column("report", JSON, nullable=False),  # the figures the decision was taken on
+)
