@@ -44,7 +44,7 @@ Validator = Callable[[Any], Any]
 
 # -- the schema --------------------------------------------------------------
 def load_schema(name: str) -> dict[str, Any]:
-    """A request-body JSON Schema kept beside the tests (written from SendGrid's Mail Send rules)."""
+    """A request-body JSON Schema kept beside the tests, written from SendGrid's Mail Send rules."""
     return json.loads((SCHEMAS / name).read_text(encoding="utf-8"))  # type: ignore[no-any-return]
 
 

@@ -12,7 +12,7 @@ from editions import make_edition, sixty_article_edition
 from digest import tokens
 from digest.render import PREFERENCES, UNSUBSCRIBE
 from digest.store import Store
-from digest.subscribers import Subscriber
+from digest.subscriber import Subscriber
 
 NOW = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
 WEEK = ("weekly", "--week", "2026-W48")

@@ -15,7 +15,7 @@ import click
 from digest import send as sending
 from digest.cli import Env, iso_datetime, pass_env
 from digest.config import secret
-from digest.editions import Edition
+from digest.editions import Edition, find_edition
 from digest.errors import ExitCode, NotFoundError
 from digest.store.locks import run_lock
 from digest.subscribers import Subscriber
@@ -24,13 +24,7 @@ from digest.transports.base import Transport
 
 
 def _edition(env: Env, digest: str, week: str) -> Edition:
-    env.config.digest(digest)  # an unknown digest is a config error naming the known ones
-    edition = env.store.editions.get(f"{digest}/{week}")
-    if edition is None:
-        raise NotFoundError(
-            f"no edition {digest}/{week}", hint=f"digest build {digest} --week {week}"
-        )
-    return edition
+    return find_edition(env.config, env.store.editions, digest, week)
 
 
 @contextmanager

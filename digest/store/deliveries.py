@@ -30,7 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from digest.errors import DigestError
-from digest.store.schema import UTCDateTime, deliveries, subscribers
+from digest.store.schema import UTCDateTime, changed, deliveries, subscribers
 from digest.transports.base import SendResult
 
 STATES = ("pending", "sending", "sent", "failed", "suppressed")
@@ -106,7 +106,7 @@ class DeliveryStore:
                 for (key, variant), ids in groups.items():
                     for chunk in _chunks(ids):
                         stmt = self._insert_from(edition_key, key, variant, chunk, now)
-                        added += max(conn.execute(stmt).rowcount, 0)
+                        added += changed(conn, stmt, _d.id)
             last = rows[-1][0]
 
     def _insert_from(
@@ -165,7 +165,7 @@ class DeliveryStore:
             .values(state="suppressed", last_error=GONE, updated_at=now)
         )
         with self.engine.begin() as conn:
-            return max(conn.execute(stmt).rowcount, 0)
+            return changed(conn, stmt, _d.id)
 
     def pending(
         self, edition_key: str, content_key: str, limit: int, *, after: int = 0
@@ -220,13 +220,12 @@ class DeliveryStore:
                 # by primary key only: naming the edition too would let SQLite pick the
                 # (edition, state) index and scan every pending row of the edition
                 mine = and_(_d.id.in_(chunk), _d.state == "pending")
-                gone += max(
-                    conn.execute(
-                        update(deliveries)
-                        .where(mine, ~active)
-                        .values(state="suppressed", last_error=GONE, updated_at=now)
-                    ).rowcount,
-                    0,
+                gone += changed(
+                    conn,
+                    update(deliveries)
+                    .where(mine, ~active)
+                    .values(state="suppressed", last_error=GONE, updated_at=now),
+                    _d.id,
                 )
                 # Rows no longer pending (another send took them) are simply not sent here.
                 claimed.update(
@@ -322,7 +321,7 @@ class DeliveryStore:
             .values(**values)
         )
         with self.engine.begin() as conn:
-            return max(conn.execute(stmt).rowcount, 0)
+            return changed(conn, stmt, _d.id)
 
     def retry_failed(self, edition_key: str, *, now: datetime) -> int:
         """Failed rows go back to pending so this run sends them again."""
@@ -332,7 +331,7 @@ class DeliveryStore:
             .values(state="pending", provider_batch_id=None, updated_at=now)
         )
         with self.engine.begin() as conn:
-            return max(conn.execute(stmt).rowcount, 0)
+            return changed(conn, stmt, _d.id)
 
     def scheduled(self, edition_key: str, *, now: datetime) -> list[str]:
         """Provider batches of this edition whose send time is still ahead."""
