@@ -132,5 +132,5 @@ def find_edition(config: Config, editions: EditionReader, digest_key: str, perio
     edition = editions.get(key)
     if edition is None:
         digest, week = key.split("/")
-        raise NotFoundError(f"no edition {key}", hint=f"run: digest build {digest} --week {week}")
+        raise NotFoundError(f"no edition {key}", hint=f"digest build {digest} --week {week}")
     return edition

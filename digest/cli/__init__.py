@@ -111,7 +111,7 @@ def cli(ctx: click.Context, config_path: str, debug: bool, now: datetime | None)
     Typical week:
       digest ingest                          # read the sources into the store
       digest build weekly --week 2026-W05    # select and freeze the edition
-      digest preview weekly --week 2026-W05 --subscriber ana@example.com
+      digest preview weekly --week 2026-W05 --subscriber ana.lima@example.com
       digest send weekly --week 2026-W05     # deliver, exactly once per subscriber
     """
     ctx.obj = Env(config_path=config_path, debug=debug, fixed_now=now)

@@ -115,7 +115,7 @@ def send_command(
     \b
     Example:
       digest send weekly --week 2026-W05 --transport sendgrid --strict
-      digest send weekly --week 2026-W05 --to me@example.com --as ana@example.com
+      digest send weekly --week 2026-W05 --to me@example.com --as ana.lima@example.com
     Exit code 3 when any delivery failed; see the summary lines for the reasons.
     """
     config, edition = env.config, _edition(env, digest, week)
