@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import time
 from pathlib import Path
 
 ENV = "DIGEST_TEST_POSTGRES"
+COMMAND_TIMEOUT = 3600  # seconds for the command run beside the server
 START_TIMEOUT = 60  # seconds for pg_ctl to see the server accept connections
 STOP_TIMEOUT = 60
 DATABASE = "digest_test"
@@ -65,9 +67,14 @@ def as_server_user(args: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
 
 
+def _stop_on_term(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)  # runs the `finally` that stops the server
+
+
 def main(command: list[str]) -> int:
     if not command:
         sys.exit("usage: python tests/pgserver.py COMMAND [ARGS...]")
+    signal.signal(signal.SIGTERM, _stop_on_term)
     bindir = find_bin() or install()
     root = Path(tempfile.mkdtemp(prefix="digest-pg-"))
     data, sockets = root / "data", root / "run"
@@ -138,8 +145,9 @@ def main(command: list[str]) -> int:
         )
         url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/{DATABASE}"
         print(f"pgserver: PostgreSQL ({bindir.parent.name}) on 127.0.0.1:{port}", flush=True)
-        return subprocess.run(command, env={**os.environ, ENV: url}).returncode
-    except subprocess.CalledProcessError as exc:
+        env = {**os.environ, ENV: url}
+        return subprocess.run(command, env=env, timeout=COMMAND_TIMEOUT).returncode
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
         log = root / "server.log"
         if log.exists():
             sys.stderr.write(log.read_text(errors="replace")[-4000:])
