@@ -49,7 +49,6 @@ TOPICS = ("politics", "tech")
 
 
 def _project(folder: Path, url: str, batch: int) -> Path:
-    shutil.copytree(ROOT / "templates", folder / "templates")
     data = yaml.safe_load((ROOT / "digest.yaml").read_text())
     data["store"] = "sqlite:///digest.db"
     delivery = data.setdefault("delivery", {})

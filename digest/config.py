@@ -304,7 +304,9 @@ class Config(_Model):
         "sqlite:///digest.db",
         description="SQLAlchemy URL; SQLite paths are relative to digest.yaml.",
     )
-    templates_dir: str = Field("templates", description="Email templates folder.")
+    templates_dir: str = Field(
+        "templates", description="Templates folder; its files override digest's own, by name."
+    )
     subscribers_dir: str = Field("subscribers", description="Default subscriber files folder.")
     delivery: Delivery = Field(default_factory=Delivery)  # type: ignore[arg-type]
     web: Web = Field(default_factory=Web)  # type: ignore[arg-type]

@@ -13,7 +13,7 @@ from conftest import Run
 from digest.errors import InputError
 from digest.events import apply_events, parse_sendgrid_events, parse_sendgrid_payload
 from digest.store import Store
-from digest.subscribers import Subscriber
+from digest.subscriber import Subscriber
 
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 TS = 1795000000

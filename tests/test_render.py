@@ -28,13 +28,15 @@ from digest.render import (
     with_utm,
 )
 from digest.render import templates as templates_module
+from digest.shipped import TEMPLATES, shipped
 
 ALL = ("politics", "tech", "economy", "climate", "culture", "health")
 
 
 @pytest.fixture
-def templates(config: Config) -> Path:
-    return config.resolve(config.templates_dir)
+def templates() -> Path:
+    """The templates digest ships (a project without its own uses these)."""
+    return Path(str(shipped(TEMPLATES)))
 
 
 @pytest.fixture

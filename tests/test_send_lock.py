@@ -13,7 +13,7 @@ from editions import make_edition
 from digest.errors import ExitCode
 from digest.store import Store
 from digest.store.locks import LockedError, edition_lock, run_lock
-from digest.subscribers import Subscriber
+from digest.subscriber import Subscriber
 
 NOW = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
 
@@ -38,7 +38,7 @@ def test_a_second_send_of_the_same_edition_stops_at_once(store: Store, run) -> N
 
 
 def test_the_lock_of_a_killed_process_is_released(store: Store) -> None:
-    database = store.engine.url.database
+    url = store.engine.url.render_as_string(hide_password=False)
     holder = subprocess.Popen(
         [
             sys.executable,
@@ -46,7 +46,7 @@ def test_the_lock_of_a_killed_process_is_released(store: Store) -> None:
             "import sys, time\n"
             "from sqlalchemy import create_engine\n"
             "from digest.store.locks import run_lock\n"
-            f"with run_lock(create_engine('sqlite:///{database}'), 'x', what='x'):\n"
+            f"with run_lock(create_engine({url!r}), 'x', what='x'):\n"
             "    print('held', flush=True); time.sleep(30)\n",
         ],
         stdout=subprocess.PIPE,

@@ -16,7 +16,7 @@ from flask.testing import FlaskClient
 
 from digest.config import Config
 from digest.store import Store
-from digest.subscribers import Subscriber
+from digest.subscriber import Subscriber
 from digest.tokens import make_token
 from digest.web import create_app
 from digest.web.context import form_signature

@@ -15,7 +15,7 @@ from flask.testing import FlaskClient
 
 from digest.config import Config
 from digest.store import Store
-from digest.subscribers import Subscriber
+from digest.subscriber import Subscriber
 from digest.web import create_app
 
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)

@@ -111,7 +111,7 @@ def cli(ctx: click.Context, config_path: str, debug: bool, now: datetime | None)
     Typical week:
       digest ingest                          # read the sources into the store
       digest build weekly --week 2026-W05    # select and freeze the edition
-      digest preview weekly --week 2026-W05 --subscriber ana@example.com
+      digest preview weekly --week 2026-W05 --subscriber ana.lima@example.com
       digest send weekly --week 2026-W05     # deliver, exactly once per subscriber
     """
     ctx.obj = Env(config_path=config_path, debug=debug, fixed_now=now)
@@ -122,16 +122,31 @@ def _register() -> None:
         ab,
         build,
         check,
+        db,
         deliveries,
         events,
         ingest,
+        init,
         preview,
         send,
         serve,
         subscribers,
     )
 
-    for module in (check, ingest, build, preview, send, deliveries, ab, subscribers, events, serve):
+    for module in (
+        init,
+        check,
+        db,
+        ingest,
+        build,
+        preview,
+        send,
+        deliveries,
+        ab,
+        subscribers,
+        events,
+        serve,
+    ):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -9,7 +9,7 @@ import click
 
 from digest import select
 from digest.cli import Env, pass_env
-from digest.editions import Edition
+from digest.editions import Edition, find_edition
 from digest.weeks import current_week
 
 TITLE_WIDTH = 48
@@ -92,7 +92,7 @@ def show_command(env: Env, digest: str, week: str, as_json: bool) -> None:
     Example:
       digest edition show weekly --week 2026-W48 --json
     """
-    _print(env, select.load_edition(env.config, env.store, digest, week), as_json)
+    _print(env, find_edition(env.config, env.store.editions, digest, week), as_json)
 
 
 def _adjust(env: Env, digest: str, week: str, change: Callable[[Edition], Edition]) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from digest.cli import Env, pass_env
-from digest.select import load_edition
+from digest.editions import find_edition
 from digest.store.deliveries import STATES
 
 COLUMNS = ("email", "state", "variant", "attempts", "provider_message_id",
@@ -32,7 +32,7 @@ def deliveries_command(env: Env, digest: str, week: str, state: str | None, as_j
     Example:
       digest deliveries weekly --week 2026-W48 --state failed --json
     """
-    edition = load_edition(env.config, env.store, digest, week)
+    edition = find_edition(env.config, env.store.editions, digest, week)
     rows = (_row(r) for r in env.store.deliveries.rows(edition.key, state=state))
     if as_json:
         click.echo("[", nl=False)

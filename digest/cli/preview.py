@@ -29,7 +29,7 @@ def preview(env: Env, digest: str, week: str, email: str, out: Path | None) -> N
 
     \b
     Example:
-      digest preview weekly --week 2026-W48 --subscriber ana@example.com
+      digest preview weekly --week 2026-W48 --subscriber ana.lima@example.com
     """
     from digest.render.preview import write_preview
 

@@ -16,16 +16,15 @@ from digest import send as sending
 from digest.cancel import cancel_scheduled
 from digest.cli import Env, iso_datetime, pass_env
 from digest.config import secret
-from digest.editions import Edition
+from digest.editions import Edition, find_edition
 from digest.errors import ExitCode, NotFoundError
-from digest.select import load_edition
 from digest.subscribers import Subscriber
 from digest.transports import TRANSPORTS, make_transport
 from digest.transports.base import Transport
 
 
 def _edition(env: Env, digest: str, week: str) -> Edition:
-    return load_edition(env.config, env.store, digest, week)
+    return find_edition(env.config, env.store.editions, digest, week)
 
 
 @contextmanager
@@ -116,7 +115,7 @@ def send_command(
     \b
     Example:
       digest send weekly --week 2026-W05 --transport sendgrid --strict
-      digest send weekly --week 2026-W05 --to me@example.com --as ana@example.com
+      digest send weekly --week 2026-W05 --to me@example.com --as ana.lima@example.com
     Exit code 3 when any delivery failed (see the summary lines for the reasons); 4 when
     the provider refused the account (401/403) or delivery.max_failed_batches batches in a
     row failed: the run stopped at once and undelivered rows stay pending.

@@ -35,7 +35,14 @@ from digest.editions import Edition
 from digest.errors import DigestError, UsageError
 from digest.store.busy import retry_locked
 from digest.store.locks import edition_lock
-from digest.store.schema import UTCDateTime, deliveries, editions, provider_holds, subscribers
+from digest.store.schema import (
+    UTCDateTime,
+    changed,
+    deliveries,
+    editions,
+    provider_holds,
+    subscribers,
+)
 from digest.transports.base import SendResult
 
 T = TypeVar("T")
@@ -115,7 +122,7 @@ class DeliveryStore:
                 for part in _chunks(ids):
                     stmt = self._insert_from(edition_key, key, variant, part, now)
                     # counted from RETURNING: rowcount is -1 for ON CONFLICT on PostgreSQL
-                    added += len(conn.execute(stmt.returning(_d.id)).all())
+                    added += changed(conn, stmt, _d.id)
             return added, rows[-1][0]
 
         last: int | None = 0
@@ -181,8 +188,7 @@ class DeliveryStore:
             .values(state="suppressed", last_error=GONE, updated_at=now)
         )
         return self._write(
-            "suppress rows of inactive subscribers",
-            lambda conn: max(conn.execute(stmt).rowcount, 0),
+            "suppress rows of inactive subscribers", lambda conn: changed(conn, stmt, _d.id)
         )
 
     def pending(
@@ -239,13 +245,12 @@ class DeliveryStore:
                 # by primary key only: naming the edition too would let SQLite pick the
                 # (edition, state) index and scan every pending row of the edition
                 mine = and_(_d.id.in_(chunk), _d.state == "pending")
-                gone += len(
-                    conn.execute(
-                        update(deliveries)
-                        .where(mine, ~active)
-                        .values(state="suppressed", last_error=GONE, updated_at=now)
-                        .returning(_d.id)
-                    ).all()
+                gone += changed(
+                    conn,
+                    update(deliveries)
+                    .where(mine, ~active)
+                    .values(state="suppressed", last_error=GONE, updated_at=now),
+                    _d.id,
                 )
                 # Rows no longer pending (another send took them) are simply not sent here.
                 claimed.update(
@@ -420,7 +425,7 @@ class DeliveryStore:
             .where(and_(_d.edition_key == edition_key, _d.state.in_(from_states), batch))
             .values(**values)
         )
-        return self._write("settle rows", lambda conn: max(conn.execute(stmt).rowcount, 0))
+        return self._write("settle rows", lambda conn: changed(conn, stmt, _d.id))
 
     def retry_failed(self, edition_key: str, *, now: datetime) -> int:
         """Failed rows go back to pending so this run sends them again."""
@@ -429,7 +434,7 @@ class DeliveryStore:
             .where(_d.edition_key == edition_key, _d.state == "failed")
             .values(state="pending", provider_batch_id=None, updated_at=now)
         )
-        return self._write("retry failed rows", lambda conn: max(conn.execute(stmt).rowcount, 0))
+        return self._write("retry failed rows", lambda conn: changed(conn, stmt, _d.id))
 
     def scheduled(self, edition_key: str, *, now: datetime) -> list[tuple[str, datetime]]:
         """Provider batches of this edition whose send time is still ahead, with that time."""

@@ -11,7 +11,7 @@ from sqlalchemy import Connection, Engine, Insert, distinct, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from digest.events import Event, Suppression
-from digest.store.schema import events, subscribers
+from digest.store.schema import changed, events, subscribers
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ def _insert_new(conn: Connection, event: Event, subscriber_id: int | None, now: 
     }
     statement = _insert_ignoring_duplicates(conn, values)
     if statement is not None:
-        return bool(conn.execute(statement).rowcount)
+        return changed(conn, statement, events.c.id) == 1
     exists = conn.execute(
         select(events.c.id).where(
             events.c.provider == event.provider,
@@ -132,7 +132,7 @@ def _subscriber_id(conn: Connection, event: Event) -> int | None:
 
 
 def _suppress(conn: Connection, subscriber_id: int, suppression: Suppression, now: datetime) -> int:
-    result = conn.execute(
+    statement = (
         subscribers.update()
         .where(
             subscribers.c.id == subscriber_id,
@@ -140,4 +140,4 @@ def _suppress(conn: Connection, subscriber_id: int, suppression: Suppression, no
         )
         .values(status=suppression.status, status_reason=suppression.reason, updated_at=now)
     )
-    return int(result.rowcount)
+    return changed(conn, statement, subscribers.c.id)

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Column,
+    Connection,
     DateTime,
     Index,
     Integer,
@@ -35,6 +36,15 @@ class UTCDateTime(TypeDecorator[datetime]):
 
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
         return None if value is None else value.replace(tzinfo=UTC)
+
+
+def changed(conn: Connection, statement: Any, key: Column[Any]) -> int:
+    """How many rows `statement` inserted, updated or deleted, counted from RETURNING `key`.
+
+    Never `rowcount`: through SQLAlchemy, PostgreSQL reports -1 for INSERT … ON CONFLICT
+    DO NOTHING, which made replayed rows read as new.
+    """
+    return len(conn.execute(statement.returning(key)).all())
 
 
 metadata = MetaData()

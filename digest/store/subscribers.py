@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -11,21 +10,10 @@ from sqlalchemy import Engine, Row, func, select
 from sqlalchemy.exc import IntegrityError
 
 from digest.errors import DigestError
-from digest.store.schema import deliveries, subscribers
-from digest.subscribers import Subscriber
+from digest.store.schema import changed, deliveries, subscribers
+from digest.subscriber import Subscriber, SubscriberRecord
 
 LOOKUP_CHUNK = 500  # addresses per IN (...) query, well under every driver's limit
-
-
-@dataclass(frozen=True)
-class SubscriberRecord:
-    """A subscriber with the bookkeeping `digest subscribers show` prints."""
-
-    subscriber: Subscriber
-    status_reason: str
-    created_at: datetime
-    updated_at: datetime
-    deliveries: dict[str, int]  # delivery rows by state
 
 
 def _to_subscriber(row: Row[Any]) -> Subscriber:
@@ -102,12 +90,12 @@ class SubscriberStore:
     def set_status(self, subscriber_id: int, status: str, *, reason: str, now: datetime) -> bool:
         """Change a subscriber's status; False if there is no such subscriber."""
         with self.engine.begin() as conn:
-            result = conn.execute(
+            statement = (
                 subscribers.update()
                 .where(subscribers.c.id == subscriber_id)
                 .values(status=status, status_reason=reason, updated_at=now)
             )
-        return bool(result.rowcount)
+            return changed(conn, statement, subscribers.c.id) == 1
 
     def iter_all(
         self, *, status: str | None = None, topic: str | None = None, chunk: int = 1000
@@ -190,8 +178,8 @@ class SubscriberStore:
     def delete(self, subscriber_id: int) -> bool:
         """Delete a subscriber's row; False if there is none. Delivery rows keep their history."""
         with self.engine.begin() as conn:
-            result = conn.execute(subscribers.delete().where(subscribers.c.id == subscriber_id))
-        return bool(result.rowcount)
+            statement = subscribers.delete().where(subscribers.c.id == subscriber_id)
+            return changed(conn, statement, subscribers.c.id) == 1
 
     def record(self, email: str) -> SubscriberRecord | None:
         """The subscriber with this address and its bookkeeping, or None."""

@@ -8,33 +8,37 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 
 from flask import Flask, current_app, render_template
+from jinja2 import ChoiceLoader, FileSystemLoader, PackageLoader
 
 from digest.config import Config
 from digest.config import secret as config_secret
 from digest.errors import DigestError, InputError
-from digest.store import Store, open_store
+from digest.store import open_store
 from digest.tokens import BadToken
 from digest.web import health, preferences, subscribe, unsubscribe, webhook
-from digest.web.context import EXTENSION, WebContext
+from digest.web.context import EXTENSION, WebContext, WebStore
 
-# The pages shipped with the package; a project may override them in <templates_dir>/web.
-_DEFAULT_PAGES = Path(__file__).resolve().parent.parent.parent / "templates" / "web"
 MAX_BODY_BYTES = 10 * 1024 * 1024
 
 
 def create_app(
     config: Config,
-    store: Store | None = None,
+    store: WebStore | None = None,
     *,
     now: Callable[[], datetime] | datetime | None = None,
     secret: str | None = None,
 ) -> Flask:
     """A Flask app serving the subscriber pages and the webhook for `config`'s project."""
-    pages = config.resolve(config.templates_dir) / "web"
-    app = Flask(__name__, template_folder=str(pages if pages.is_dir() else _DEFAULT_PAGES))
+    app = Flask(__name__)
+    # A page from the project's <templates_dir>/web if it has that file, else digest's own.
+    app.jinja_loader = ChoiceLoader(
+        [
+            FileSystemLoader(config.resolve(config.templates_dir) / "web"),
+            PackageLoader("digest", "templates/web"),
+        ]
+    )
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.extensions[EXTENSION] = WebContext(
         config=config,

@@ -14,12 +14,12 @@ from flask import Blueprint, render_template, request
 
 from digest.config import Config
 from digest.errors import TransportError
-from digest.store import Store
-from digest.subscribers import Subscriber, normalize_email
+from digest.subscriber import Subscriber
+from digest.subscribers import normalize_email
 from digest.tokens import make_token, preferences_url
 from digest.transports.base import OutgoingEmail, Recipient
 from digest.transports.outbox import OutboxTransport
-from digest.web.context import subscriber_for, web
+from digest.web.context import WebStore, subscriber_for, web
 
 bp = Blueprint("subscribe", __name__)
 
@@ -76,7 +76,7 @@ def confirm(token: str) -> tuple[str, int]:
 
 
 def record_signup(
-    store: Store,
+    store: WebStore,
     email: str,
     name: str,
     topics: tuple[str, ...],
