@@ -299,8 +299,11 @@ def test_a_send_rides_out_another_writer_holding_the_database(
 
     def writer() -> None:  # a long import: one write transaction held for a while
         raw = store.engine.raw_connection()
+        sqlite = store.engine.dialect.name == "sqlite"
         try:
-            raw.execute("BEGIN IMMEDIATE")
+            raw.cursor().execute(
+                "BEGIN IMMEDIATE" if sqlite else "LOCK TABLE deliveries IN EXCLUSIVE MODE"
+            )
             held.set()
             release.wait(10)
             raw.rollback()

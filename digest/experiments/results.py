@@ -116,11 +116,11 @@ def count(
     for event in events:
         if event.event not in COUNTED:
             continue
-        row = _attribute(event, edition_key, by_id, by_message)
-        if row is None:
+        found = _attribute(event, edition_key, by_id, by_message)
+        if found is None:
             unattributed += 1
         else:
-            row.flags.update(_flags(event))
+            found.flags.update(_flags(event))
     return Results(_tally(variants, by_id.values()), rest, unattributed)
 
 

@@ -128,7 +128,8 @@ class DeliveryStore:
         last: int | None = 0
         total = 0
         while last is not None:
-            added, last = self._write("plan", lambda conn, at=last: chunk(conn, at))
+            at = last
+            added, last = self._write("plan", lambda conn: chunk(conn, at))  # noqa: B023
             total += added
         return total
 

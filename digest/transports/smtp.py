@@ -110,7 +110,7 @@ class SmtpTransport:
                 conn.ehlo()  # the server's capabilities may change once encrypted (AUTH)
             if self._username:
                 conn.login(self._username, self._password or "")
-            conn.data = _guarded_data(conn)  # type: ignore[method-assign]
+            conn.data = _guarded_data(conn)  # type: ignore[method-assign,assignment]
         except smtplib.SMTPAuthenticationError as exc:
             _quietly_close(conn)
             raise TransportError(
