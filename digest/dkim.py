@@ -78,7 +78,7 @@ def load_key(config: Config) -> DkimKey | None:
             raise ConfigError(
                 settings.key_env,
                 "not set, but delivery.dkim is",
-                hint=f"export {settings.key_env}=\"$(cat private.pem)\" or set delivery.dkim.key_file",
+                hint=f"export {settings.key_env} (the PEM key) or set delivery.dkim.key_file",
             )
         source = settings.key_env
     try:

@@ -23,7 +23,9 @@ from digest.errors import ConfigError
 from digest.mime import fold_raw
 from digest.transports import make_transport
 
-UNSUBSCRIBE_LINE = re.compile(rb"\r\nList-Unsubscribe: <https://digest\.example\.com/u/[\w.-]+>\r\n")
+UNSUBSCRIBE_LINE = re.compile(
+    rb"\r\nList-Unsubscribe: <https://digest\.example\.com/u/[\w.-]+>\r\n"
+)
 POST_LINE = b"\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
 
 
@@ -73,7 +75,8 @@ def test_a_long_header_folds_at_whitespace_and_is_never_encoded() -> None:
 # -- DKIM ------------------------------------------------------------------------------
 def _key_pem(pkcs8: bool = False) -> bytes:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    fmt = serialization.PrivateFormat.PKCS8 if pkcs8 else serialization.PrivateFormat.TraditionalOpenSSL
+    formats = serialization.PrivateFormat
+    fmt = formats.PKCS8 if pkcs8 else formats.TraditionalOpenSSL
     return key.private_bytes(serialization.Encoding.PEM, fmt, serialization.NoEncryption())
 
 

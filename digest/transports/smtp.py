@@ -189,10 +189,7 @@ class SmtpTransport:
             return SendResult(recipient.delivery_id, ok=False, error=f"smtp: {exc}")
         return SendResult(recipient.delivery_id, ok=True, message_id=message["Message-ID"])
 
-
-    def _send_bytes(
-        self, conn: smtplib.SMTP, sender: str, to: str, message: EmailMessage
-    ) -> None:
+    def _send_bytes(self, conn: smtplib.SMTP, sender: str, to: str, message: EmailMessage) -> None:
         """The exact bytes the outbox would write (signed the same way), as SMTP DATA."""
         options: tuple[str, ...] = ()
         utf8 = not (sender + to).isascii()
