@@ -12,6 +12,7 @@ class ExitCode(IntEnum):
     ERROR = 1  # a run-time failure: store, network, a provider refusing the whole run
     BAD_INPUT = 2  # config, template, source or subscriber file is invalid; usage errors
     DELIVERY_FAILED = 3  # the run finished but some deliveries failed (see the summary)
+    PREFLIGHT_FAILED = 4  # preflight found an error: nothing was sent
     INTERRUPTED = 130
 
 
@@ -89,3 +90,9 @@ class TransportError(DigestError):
     def __init__(self, message: str, *, retryable: bool, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.retryable = retryable
+
+
+class PreflightError(DigestError):
+    """Preflight checks found an error, so the edition is not sent."""
+
+    exit_code = ExitCode.PREFLIGHT_FAILED

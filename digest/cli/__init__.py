@@ -118,9 +118,21 @@ def cli(ctx: click.Context, config_path: str, debug: bool, now: datetime | None)
 
 
 def _register() -> None:
-    from digest.cli import build, check, events, ingest, preview, send, serve, subscribers
+    from digest.cli import (
+        archive,
+        build,
+        check,
+        events,
+        ingest,
+        preflight,
+        preview,
+        send,
+        serve,
+        subscribers,
+    )
 
-    for module in (check, ingest, build, preview, send, subscribers, events, serve):
+    modules = (check, ingest, build, preview, preflight, send, subscribers, events, serve, archive)
+    for module in modules:
         for command in module.COMMANDS:
             cli.add_command(command)
 

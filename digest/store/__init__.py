@@ -15,6 +15,7 @@ from sqlalchemy.exc import ArgumentError, OperationalError
 
 from digest.errors import DigestError
 from digest.store.articles import ArticleStore
+from digest.store.consents import ConsentStore
 from digest.store.deliveries import DeliveryStore
 from digest.store.editions import EditionStore
 from digest.store.events import EventStore
@@ -30,6 +31,7 @@ class Store:
     subscribers: SubscriberStore
     deliveries: DeliveryStore
     events: EventStore
+    consents: ConsentStore
 
     def close(self) -> None:
         self.engine.dispose()
@@ -65,4 +67,5 @@ def open_store(url: str, *, create: bool = True) -> Store:
         subscribers=SubscriberStore(engine),
         deliveries=DeliveryStore(engine),
         events=EventStore(engine),
+        consents=ConsentStore(engine),
     )

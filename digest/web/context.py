@@ -15,6 +15,7 @@ from digest.config import Config
 from digest.store import Store
 from digest.subscribers import Subscriber
 from digest.tokens import BadToken, read_token
+from digest.transports.base import Transport
 
 EXTENSION = "digest"
 
@@ -25,6 +26,9 @@ class WebContext:
     store: Store
     now: Callable[[], datetime]
     secret: str
+    # The configured transport for mail the web side sends; the name says which mail
+    # ("confirmations", "welcome") and is the outbox's subfolder.
+    transport: Callable[[str], Transport]
 
 
 def web() -> WebContext:
