@@ -120,6 +120,11 @@ class Digest(_Model):
 
     _k = field_validator("key")(classmethod(lambda cls, v: _check_key(v)))
 
+    @field_validator("archive", mode="before")
+    @classmethod
+    def _off(cls, v: object) -> object:
+        return "off" if v is False else v  # YAML reads a bare `off` as false
+
     @field_validator("timezone")
     @classmethod
     def _tz(cls, v: str | None) -> str | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Connection, Engine, delete, distinct, func, select
+from sqlalchemy import Connection, Engine, delete, func, select
 
 from digest.editions import Edition
 from digest.errors import UsageError
@@ -104,8 +104,10 @@ class EditionStore:
 
     def topic_mixes(self, key: str) -> list[tuple[str, ...]]:
         """The distinct topic sets edition `key` was sent with (from its deliveries)."""
-        query = select(distinct(deliveries.c.content_key)).where(
-            deliveries.c.edition_key == key, deliveries.c.state == "sent"
+        query = (
+            select(deliveries.c.content_key)
+            .where(deliveries.c.edition_key == key, deliveries.c.state == "sent")
+            .distinct()
         )
         with self.engine.connect() as conn:
             keys = sorted(str(r[0]) for r in conn.execute(query))
