@@ -97,7 +97,9 @@ class DnsUnavailable(Exception):
 TxtLookup = Callable[[str], list[str]]
 
 
-def dns_lookup(nameservers: Sequence[str] | None = None, timeout: float = 3.0) -> TxtLookup:
+def dns_lookup(
+    nameservers: Sequence[str] | None = None, *, port: int = 53, timeout: float = 3.0
+) -> TxtLookup:
     """TXT lookups through dnspython (the system's resolvers unless `nameservers`)."""
     import dns.exception
     import dns.resolver
@@ -105,6 +107,7 @@ def dns_lookup(nameservers: Sequence[str] | None = None, timeout: float = 3.0) -
     resolver = dns.resolver.Resolver(configure=nameservers is None)
     if nameservers is not None:
         resolver.nameservers = list(nameservers)
+        resolver.port = port
     resolver.lifetime = timeout
 
     def lookup(name: str) -> list[str]:
