@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from typing import Literal
@@ -122,14 +122,14 @@ def dns_lookup(
     return lookup
 
 
-@dataclass
 class _Page(HTMLParser):
-    links: list[tuple[str, str]] = field(default_factory=list)  # href, accessible text
-    images: list[tuple[str, str | None]] = field(default_factory=list)  # src, alt
-    _open: list[list[str]] = field(default_factory=list)  # href, aria-label, text so far
+    """Every link (href, accessible text) and image (src, alt) of an HTML document."""
 
-    def __post_init__(self) -> None:
+    def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
+        self.links: list[tuple[str, str]] = []
+        self.images: list[tuple[str, str | None]] = []
+        self._open: list[list[str]] = []  # href, aria-label, text so far
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = dict(attrs)
@@ -265,8 +265,8 @@ def run_preflight(
 
 
 def _dedupe(findings: list[Finding]) -> list[Finding]:
-    seen: set[Finding] = set()
-    return [f for f in findings if not (f in seen or seen.add(f))]  # type: ignore[func-returns-value]
+    """Each finding once (a link repeated in every mix is reported once), in order."""
+    return list(dict.fromkeys(findings))
 
 
 def _subject(subject: str) -> list[Finding]:

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from digest.store import Store
 from digest.subscribers import Subscriber
 from digest.tokens import BadToken
+
+if TYPE_CHECKING:
+    from digest.store import Store
 
 NEVER_MAILED = frozenset({"bounced", "complained"})
 SOURCE = "web form"
