@@ -211,8 +211,18 @@ class Digest(_Model):
     timezone: str | None = Field(None, description="Time zone of the week; default site's.")
     utm_campaign: str | None = Field(None, description="utm_campaign; default `KEY-WEEK`.")
     experiment: Experiment | None = Field(None, description="An A/B test of this digest.")
+    archive: Literal["public", "unlisted", "off"] = Field(
+        "public",
+        description="Web archive: public (listed, in the feed), unlisted (edition pages by "
+        "link only), off (no pages, no view-in-browser link).",
+    )
 
     _k = field_validator("key")(classmethod(lambda cls, v: _check_key(v)))
+
+    @field_validator("archive", mode="before")
+    @classmethod
+    def _off(cls, v: object) -> object:
+        return "off" if v is False else v  # YAML reads a bare `off` as false
 
     @field_validator("timezone")
     @classmethod
@@ -264,6 +274,17 @@ class SmtpSettings(_Model):
     )
 
 
+class DkimSettings(_Model):
+    domain: str = Field(description="Signing domain (d=); usually the sender's domain.")
+    selector: str = Field(description="Selector (s=): the key is published at S._domainkey.D.")
+    key_file: str | None = Field(
+        None, description="PEM private key file, relative to digest.yaml; else from key_env."
+    )
+    key_env: str = Field(
+        "DKIM_PRIVATE_KEY", description="Environment variable holding the PEM private key."
+    )
+
+
 class Delivery(_Model):
     transport: Literal["outbox", "smtp", "sendgrid"] = Field(
         "outbox", description="Default transport."
@@ -285,6 +306,9 @@ class Delivery(_Model):
     )
     sendgrid: SendGridSettings = Field(default_factory=SendGridSettings)  # type: ignore[arg-type]
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)  # type: ignore[arg-type]
+    dkim: DkimSettings | None = Field(
+        None, description="DKIM-sign SMTP and outbox messages; unset: no signature."
+    )
 
 
 class Web(_Model):

@@ -14,6 +14,7 @@ class ExitCode(IntEnum):
     DELIVERY_FAILED = 3  # the run finished but some deliveries failed (see the summary)
     PROVIDER_REFUSED = 4  # the provider refused the account, or N batches in a row failed
     BUSY = 5  # another command held the store or the edition for too long; run again
+    PREFLIGHT_FAILED = 6  # preflight found an error: nothing was sent
     INTERRUPTED = 130
 
 
@@ -116,3 +117,9 @@ class BusyError(DigestError):
     """The store stayed locked by another command past the wait bound; nothing was lost."""
 
     exit_code = ExitCode.BUSY
+
+
+class PreflightError(DigestError):
+    """Preflight checks found an error, so the edition is not sent."""
+
+    exit_code = ExitCode.PREFLIGHT_FAILED

@@ -55,6 +55,7 @@ class Event:
     type: str = ""  # bounce type: "bounce" (hard) or "blocked" (soft)
     category: tuple[str, ...] = ()
     url: str = ""
+    message_id: str = ""  # SendGrid's X-Message-Id (sg_message_id up to its first dot)
     test: bool = False  # a test send to editors (custom arg test=true)
     raw: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
@@ -158,6 +159,7 @@ def _event(item: object) -> Event | None:
         type=str(item.get("type") or ""),
         category=(category,) if isinstance(category, str) else tuple(str(c) for c in category),
         url=str(item.get("url") or ""),
+        message_id=str(item.get("sg_message_id") or "").partition(".")[0][:256],
         test=str(item.get("test", "")).lower() == "true",
         raw=item,
     )

@@ -120,6 +120,7 @@ def cli(ctx: click.Context, config_path: str, debug: bool, now: datetime | None)
 def _register() -> None:
     from digest.cli import (
         ab,
+        archive,
         build,
         check,
         db,
@@ -127,6 +128,7 @@ def _register() -> None:
         events,
         ingest,
         init,
+        preflight,
         preview,
         send,
         serve,
@@ -140,12 +142,14 @@ def _register() -> None:
         ingest,
         build,
         preview,
+        preflight,
         send,
         deliveries,
         ab,
         subscribers,
         events,
         serve,
+        archive,
     ):
         for command in module.COMMANDS:
             cli.add_command(command)

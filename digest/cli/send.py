@@ -95,6 +95,7 @@ def _progress() -> Iterator[sending.Progress | None]:
     metavar="EMAIL",
     help="With --to: show the edition as this subscriber sees it.",
 )
+@click.option("--no-preflight", is_flag=True, help="Send without the preflight checks.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @pass_env
 def send_command(
@@ -108,6 +109,7 @@ def send_command(
     batch_size: int | None,
     to: tuple[str, ...],
     as_email: str | None,
+    no_preflight: bool,
     as_json: bool,
 ) -> None:
     """Deliver an edition, exactly once per subscriber; safe to run again to resume.
@@ -134,6 +136,9 @@ def send_command(
             strict=strict,
             send_at=send_at,
         )
+        from digest.cli.preflight import preflight_before_send
+
+        preflight_before_send(env, edition, skip=no_preflight)
         with _progress() as progress:
             summary = sending.send_edition(
                 edition,

@@ -36,6 +36,8 @@ CONTEXT_NAMES = frozenset(
         "ai_generated",
         "unsubscribe_url",
         "preferences_url",
+        "web_url",
+        "subscribe_url",
     }
 )
 

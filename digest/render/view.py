@@ -108,6 +108,23 @@ def campaign_of(digest: Digest, edition: Edition) -> str:
     return digest.utm_campaign or f"{digest.key}-{edition.period}"
 
 
+ARCHIVE_PATH = "/archive"
+
+
+def edition_path(edition: Edition, topics: Sequence[str] = ()) -> str:
+    """`/archive/DIGEST/PERIOD/` (every section), or `…/PERIOD/a+b/` for one topic mix."""
+    shown = [t for t in edition.topics() if t in set(topics)]
+    mix = "" if not topics or shown == edition.topics() else "+".join(shown) + "/"
+    return f"{ARCHIVE_PATH}/{edition.digest}/{edition.period}/{mix}"
+
+
+def edition_url(config: Config, edition: Edition, topics: Sequence[str] = ()) -> str:
+    """The edition's web page for this topic mix; empty when the digest's archive is off."""
+    if config.digest(edition.digest).archive == "off":
+        return ""
+    return config.site.base_url + edition_path(edition, topics)
+
+
 def in_sections(edition: Edition, topics: Iterable[str]) -> tuple[EditionItem, ...]:
     """The items of the chosen topics, grouped by section in edition order."""
     wanted = set(topics)
@@ -169,9 +186,15 @@ def context(
     items: Sequence[EditionItem],
     subject: str,
     preheader_text: str | None = None,
+    *,
+    web: bool = False,
 ) -> dict[str, Any]:
     """Every name a template may use (see templates.CONTEXT_NAMES); `preheader_text`
-    replaces the first titles (an A/B variant's preheader)."""
+    replaces the first titles (an A/B variant's preheader).
+
+    `web=True` is the edition's web page: no personal link and no "view in browser" link;
+    the template shows a subscribe link where an email has its unsubscribe links.
+    """
     digest = config.digest(edition.digest)
     names = {t.key: t.name for t in config.topics}
     campaign = campaign_of(digest, edition)
@@ -194,6 +217,8 @@ def context(
         "topic_names": [s.name for s in sections],
         "topic_list": _and_list([s.name for s in sections]),
         "ai_generated": any(i.article.ai_generated for i in items),
-        "unsubscribe_url": UNSUBSCRIBE,
-        "preferences_url": PREFERENCES,
+        "unsubscribe_url": "" if web else UNSUBSCRIBE,
+        "preferences_url": "" if web else PREFERENCES,
+        "web_url": "" if web else edition_url(config, edition, [s.key for s in sections]),
+        "subscribe_url": f"{config.site.base_url}/subscribe",
     }

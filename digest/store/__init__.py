@@ -16,6 +16,7 @@ from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError, SQLA
 
 from digest.errors import DigestError
 from digest.store.articles import ArticleStore
+from digest.store.consents import ConsentStore
 from digest.store.deliveries import DeliveryStore
 from digest.store.editions import EditionStore
 from digest.store.events import EventStore
@@ -33,6 +34,7 @@ class Store:
     deliveries: DeliveryStore
     events: EventStore
     experiments: ExperimentStore
+    consents: ConsentStore
 
     def close(self) -> None:
         self.engine.dispose()
@@ -96,6 +98,7 @@ def open_store(url: str, *, create: bool = True) -> Store:
         deliveries=DeliveryStore(engine),
         events=EventStore(engine),
         experiments=ExperimentStore(engine),
+        consents=ConsentStore(engine),
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Connection, Engine, delete, select
+from sqlalchemy import Connection, Engine, delete, func, select
 
 from digest.editions import Edition
 from digest.errors import UsageError
@@ -103,6 +103,36 @@ class EditionStore:
             query = query.where(editions.c.digest == digest)
         with self.engine.connect() as conn:
             return [(r.key, r.status, r.created_at) for r in conn.execute(query)]
+
+    def published(self, digest: str) -> list[tuple[Edition, datetime]]:
+        """Editions of `digest` that went out (a delivery was sent), newest first, each with
+        the time its first delivery was sent."""
+        first_sent = (
+            select(deliveries.c.edition_key, func.min(deliveries.c.sent_at).label("at"))
+            .where(deliveries.c.state == "sent", deliveries.c.sent_at.is_not(None))
+            .group_by(deliveries.c.edition_key)
+            .subquery()
+        )
+        query = (
+            select(editions.c.data, first_sent.c.at)
+            .join(first_sent, first_sent.c.edition_key == editions.c.key)
+            .where(editions.c.digest == digest)
+            .order_by(editions.c.period.desc())
+        )
+        with self.engine.connect() as conn:
+            return [(Edition.from_dict(r.data), r.at) for r in conn.execute(query)]
+
+    def topic_mixes(self, key: str) -> list[tuple[str, ...]]:
+        """The distinct topic sets edition `key` was sent with (from its deliveries)."""
+        query = (
+            select(deliveries.c.content_key)
+            .where(deliveries.c.edition_key == key, deliveries.c.state == "sent")
+            .distinct()
+        )
+        with self.engine.connect() as conn:
+            keys = sorted(str(r[0]) for r in conn.execute(query))
+        mixes = {tuple(k.partition("|")[0].split(",")) for k in keys if k.partition("|")[0]}
+        return sorted(mixes)
 
 
 def _has_deliveries(conn: Connection, key: str) -> bool:

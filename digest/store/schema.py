@@ -165,3 +165,21 @@ experiment_decisions = Table(
     Column("decided_at", UTCDateTime, nullable=False),
     Column("report", JSON, nullable=False),  # the figures the decision was taken on
 )
+
+# Every consent record ever given, kept when a newer one replaces it on the subscriber row:
+# each web signup (pending until confirmed), and the earlier record a confirmation replaced.
+consents = Table(
+    "consents",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("subscriber_id", Integer, nullable=False, index=True),
+    Column("email", String(320), nullable=False),
+    Column("name", Text, nullable=False, default=""),
+    Column("topics", JSON, nullable=False),
+    Column("method", String(32), nullable=False),
+    Column("source", Text, nullable=False, default=""),
+    Column("ip", String(64), nullable=False, default=""),
+    Column("given_at", UTCDateTime),
+    Column("confirmed_at", UTCDateTime),  # null: a signup not (yet) confirmed
+    Column("created_at", UTCDateTime, nullable=False),
+)

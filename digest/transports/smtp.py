@@ -24,8 +24,9 @@ from datetime import datetime
 from email.message import EmailMessage
 
 from digest.config import Config, SmtpSettings
+from digest.dkim import DkimKey, load_key
 from digest.errors import ConfigError, TransportError
-from digest.mime import build_message
+from digest.mime import build_message, message_bytes
 from digest.transports.base import OutgoingEmail, Recipient, SendResult
 
 log = logging.getLogger(__name__)
@@ -71,8 +72,10 @@ class SmtpTransport:
         password: str | None,
         now: Callable[[], datetime],
         ssl_context: ssl.SSLContext | None = None,
+        dkim: DkimKey | None = None,
     ) -> None:
         self.settings = settings
+        self._dkim = dkim
         self._username = username
         self._password = password
         self._now = now
@@ -201,7 +204,7 @@ class SmtpTransport:
     def _send_one(self, sender: str, recipient: Recipient, message: EmailMessage) -> SendResult:
         conn = self._connection()
         try:
-            conn.send_message(message, from_addr=sender, to_addrs=[recipient.email])
+            self._send_bytes(conn, sender, recipient.email, message)
         except _InDoubt as exc:
             self._drop()
             return SendResult(
@@ -222,6 +225,18 @@ class SmtpTransport:
         except smtplib.SMTPException as exc:  # e.g. an SMTPUTF8 address the server cannot take
             return SendResult(recipient.delivery_id, ok=False, error=f"smtp: {exc}")
         return SendResult(recipient.delivery_id, ok=True, message_id=message["Message-ID"])
+
+    def _send_bytes(self, conn: smtplib.SMTP, sender: str, to: str, message: EmailMessage) -> None:
+        """The exact bytes the outbox would write (signed the same way), as SMTP DATA."""
+        options: tuple[str, ...] = ()
+        utf8 = not (sender + to).isascii()
+        if utf8:
+            if not conn.has_extn("smtputf8"):
+                raise smtplib.SMTPNotSupportedError(
+                    "the address needs SMTPUTF8, which the server does not offer"
+                )
+            options = ("SMTPUTF8", "BODY=8BITMIME")
+        conn.sendmail(sender, [to], message_bytes(message, self._dkim, utf8=utf8), options)
 
 
 def _refused(recipient: Recipient, code: int, reply: bytes | str) -> SendResult:
@@ -278,4 +293,11 @@ def make_smtp(config: Config, *, now: Callable[[], datetime]) -> SmtpTransport:
             raise ConfigError(
                 str(config.path), f"cannot read {ca}: {exc}", key="delivery.smtp.ca_file"
             ) from None
-    return SmtpTransport(s, username=username, password=password, now=now, ssl_context=context)
+    return SmtpTransport(
+        s,
+        username=username,
+        password=password,
+        now=now,
+        ssl_context=context,
+        dkim=load_key(config),
+    )

@@ -19,6 +19,7 @@ from digest.config import Config
 from digest.events import EventLedger
 from digest.subscriber import Subscriber
 from digest.tokens import BadToken, read_token
+from digest.transports.base import Transport
 
 EXTENSION = "digest"
 
@@ -51,6 +52,9 @@ class WebContext:
     store: WebStore
     now: Callable[[], datetime]
     secret: str
+    # The configured transport for mail the web side sends; the name says which mail
+    # ("confirmations", "welcome") and is the outbox's subfolder.
+    transport: Callable[[str], Transport]
 
 
 def web() -> WebContext:

@@ -1,4 +1,5 @@
-"""Provider holds (cancelled SendGrid batches, for the limit of 10) and A/B decisions.
+"""Provider holds (cancelled SendGrid batches, for the limit of 10), A/B decisions, and
+every consent record ever given.
 
 Revision ID: 0002
 Revises: 0001
@@ -24,6 +25,8 @@ def upgrade() -> None:
         _holds()
     if "experiment_decisions" not in existing:
         _decisions()
+    if "consents" not in existing:
+        _consents()
 
 
 def _holds() -> None:
@@ -50,7 +53,27 @@ def _decisions() -> None:
     )
 
 
+def _consents() -> None:
+    op.create_table(
+        "consents",
+        sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+        sa.Column("subscriber_id", sa.Integer(), nullable=False),
+        sa.Column("email", sa.String(320), nullable=False),
+        sa.Column("name", sa.Text(), nullable=False),
+        sa.Column("topics", sa.JSON(), nullable=False),
+        sa.Column("method", sa.String(32), nullable=False),
+        sa.Column("source", sa.Text(), nullable=False),
+        sa.Column("ip", sa.String(64), nullable=False),
+        sa.Column("given_at", UTC_TIME),
+        sa.Column("confirmed_at", UTC_TIME),
+        sa.Column("created_at", UTC_TIME, nullable=False),
+    )
+    op.create_index("ix_consents_subscriber_id", "consents", ["subscriber_id"])
+
+
 def downgrade() -> None:
+    op.drop_index("ix_consents_subscriber_id", table_name="consents")
+    op.drop_table("consents")
     op.drop_table("experiment_decisions")
     op.drop_index("ix_provider_holds_until", table_name="provider_holds")
     op.drop_table("provider_holds")
