@@ -302,8 +302,10 @@ def _one_click(raw: bytes) -> list[Finding]:
     scheme, host = unsubscribe.groups()
     if scheme != "https":
         # RFC 8058 wants https; a project served on loopback is a local trial, not a send.
-        level = "warning" if host in LOOPBACK_HOSTS else "error"
-        return [Finding(level, "one-click", "List-Unsubscribe is not https (RFC 8058 wants it)")]
+        why = "List-Unsubscribe is not https (RFC 8058 wants it)"
+        if host in LOOPBACK_HOSTS:
+            return [Finding("warning", "one-click", why)]
+        return [Finding("error", "one-click", why)]
     return [Finding("ok", "one-click", "List-Unsubscribe and List-Unsubscribe-Post are raw")]
 
 

@@ -19,13 +19,45 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
-from digest.subscribers import Subscriber
+from digest.subscriber import ConsentRecord, Subscriber
 from digest.tokens import BadToken
 
-if TYPE_CHECKING:
-    from digest.store import Store
+
+class SignupSubscribers(Protocol):
+    def get(self, subscriber_id: int) -> Subscriber | None: ...
+    def get_by_email(self, email: str) -> Subscriber | None: ...
+    def add(self, subscriber: Subscriber, *, now: datetime) -> Subscriber: ...
+    def set_status(
+        self, subscriber_id: int, status: str, *, reason: str, now: datetime
+    ) -> bool: ...
+
+
+class SignupConsents(Protocol):
+    def add_signup(
+        self,
+        subscriber_id: int,
+        email: str,
+        name: str,
+        topics: tuple[str, ...],
+        *,
+        source: str,
+        ip: str,
+        now: datetime,
+    ) -> int: ...
+    def get(self, consent_id: int) -> ConsentRecord | None: ...
+    def confirm(self, consent_id: int, *, now: datetime) -> Subscriber | None: ...
+
+
+class SignupStore(Protocol):
+    """The store operations signing up and confirming use (digest.store.Store)."""
+
+    @property
+    def subscribers(self) -> SignupSubscribers: ...
+    @property
+    def consents(self) -> SignupConsents: ...
+
 
 NEVER_MAILED = frozenset({"bounced", "complained"})
 SOURCE = "web form"
@@ -49,7 +81,7 @@ class Confirmation:
 
 
 def sign_up(
-    store: Store,
+    store: SignupStore,
     email: str,
     name: str,
     topics: tuple[str, ...],
@@ -84,7 +116,12 @@ def sign_up(
 
 
 def _record(
-    store: Store, subscriber: Subscriber, name: str, topics: tuple[str, ...], ip: str, now: datetime
+    store: SignupStore,
+    subscriber: Subscriber,
+    name: str,
+    topics: tuple[str, ...],
+    ip: str,
+    now: datetime,
 ) -> int:
     assert subscriber.id is not None
     return store.consents.add_signup(
@@ -92,7 +129,7 @@ def _record(
     )
 
 
-def confirm(store: Store, payload: dict[str, Any], *, now: datetime) -> Confirmation:
+def confirm(store: SignupStore, payload: dict[str, Any], *, now: datetime) -> Confirmation:
     """Apply a confirmation link's payload; BadToken when it may not (any longer) confirm."""
     subscriber = store.subscribers.get(payload["s"])
     if subscriber is None or subscriber.id is None:
@@ -123,7 +160,7 @@ def _already(subscriber: Subscriber) -> Confirmation:
     return Confirmation(subscriber, newly=False)
 
 
-def _stored(store: Store, subscriber_id: int) -> Subscriber:
+def _stored(store: SignupStore, subscriber_id: int) -> Subscriber:
     found = store.subscribers.get(subscriber_id)
     assert found is not None
     return found

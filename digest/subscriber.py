@@ -37,3 +37,17 @@ class SubscriberRecord:
     created_at: datetime
     updated_at: datetime
     deliveries: dict[str, int]  # delivery rows by state
+
+
+@dataclass(frozen=True)
+class ConsentRecord:
+    id: int
+    subscriber_id: int
+    email: str
+    name: str
+    topics: tuple[str, ...]
+    method: str
+    source: str
+    ip: str
+    given_at: datetime | None
+    confirmed_at: datetime | None

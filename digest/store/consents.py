@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -10,21 +9,7 @@ from sqlalchemy import Connection, Engine, select
 
 from digest.store.schema import consents, subscribers
 from digest.store.subscribers import _to_subscriber
-from digest.subscribers import Subscriber
-
-
-@dataclass(frozen=True)
-class ConsentRecord:
-    id: int
-    subscriber_id: int
-    email: str
-    name: str
-    topics: tuple[str, ...]
-    method: str
-    source: str
-    ip: str
-    given_at: datetime | None
-    confirmed_at: datetime | None
+from digest.subscriber import ConsentRecord, Subscriber
 
 
 def _record(row: Any) -> ConsentRecord:

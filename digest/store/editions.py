@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from datetime import datetime
 
 from sqlalchemy import Connection, Engine, delete, func, select
@@ -95,7 +96,7 @@ class EditionStore:
         with self.engine.connect() as conn:
             return _has_deliveries(conn, key)
 
-    def list(self, digest: str | None = None) -> list[tuple[str, str, datetime]]:
+    def list(self, digest: str | None = None) -> builtins.list[tuple[str, str, datetime]]:
         query = select(editions.c.key, editions.c.status, editions.c.created_at).order_by(
             editions.c.key
         )
@@ -104,7 +105,7 @@ class EditionStore:
         with self.engine.connect() as conn:
             return [(r.key, r.status, r.created_at) for r in conn.execute(query)]
 
-    def published(self, digest: str) -> list[tuple[Edition, datetime]]:
+    def published(self, digest: str) -> builtins.list[tuple[Edition, datetime]]:
         """Editions of `digest` that went out (a delivery was sent), newest first, each with
         the time its first delivery was sent."""
         first_sent = (
@@ -122,7 +123,7 @@ class EditionStore:
         with self.engine.connect() as conn:
             return [(Edition.from_dict(r.data), r.at) for r in conn.execute(query)]
 
-    def topic_mixes(self, key: str) -> list[tuple[str, ...]]:
+    def topic_mixes(self, key: str) -> builtins.list[tuple[str, ...]]:
         """The distinct topic sets edition `key` was sent with (from its deliveries)."""
         query = (
             select(deliveries.c.content_key)

@@ -17,9 +17,11 @@ from flask import current_app
 
 from digest.config import Config
 from digest.events import EventLedger
+from digest.signup import SignupConsents
 from digest.subscriber import Subscriber
 from digest.tokens import BadToken, read_token
 from digest.transports.base import Transport
+from digest.web.welcome import PublishedEditions
 
 EXTENSION = "digest"
 
@@ -41,6 +43,10 @@ class WebStore(Protocol):
 
     @property
     def subscribers(self) -> WebSubscribers: ...
+    @property
+    def consents(self) -> SignupConsents: ...
+    @property
+    def editions(self) -> PublishedEditions: ...
     @property
     def events(self) -> EventLedger: ...
     def ping(self) -> bool: ...

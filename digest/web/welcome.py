@@ -4,11 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
 
 from digest.config import Config
 from digest.editions import Edition
 from digest.render.view import Section, context, edition_url, in_sections, subject_for
-from digest.store import Store
+
+
+class PublishedEditions(Protocol):
+    def published(self, digest: str) -> list[tuple[Edition, datetime]]: ...
+    def topic_mixes(self, key: str) -> list[tuple[str, ...]]: ...
+
+
+class HasPublished(Protocol):
+    @property
+    def editions(self) -> PublishedEditions: ...
 
 
 @dataclass(frozen=True)
@@ -20,7 +31,7 @@ class Latest:
     web_url: str  # empty when the digest's archive is off
 
 
-def latest_for(config: Config, store: Store, topics: Sequence[str]) -> Latest | None:
+def latest_for(config: Config, store: HasPublished, topics: Sequence[str]) -> Latest | None:
     """The newest sent edition (of any digest) that has a section for one of `topics`."""
     best: tuple[Edition, str] | None = None
     for digest in config.digests:
