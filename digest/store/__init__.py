@@ -18,6 +18,7 @@ from digest.store.articles import ArticleStore
 from digest.store.deliveries import DeliveryStore
 from digest.store.editions import EditionStore
 from digest.store.events import EventStore
+from digest.store.schedules import ScheduleStore
 from digest.store.schema import metadata
 from digest.store.subscribers import SubscriberStore
 
@@ -30,6 +31,7 @@ class Store:
     subscribers: SubscriberStore
     deliveries: DeliveryStore
     events: EventStore
+    schedules: ScheduleStore
 
     def close(self) -> None:
         self.engine.dispose()
@@ -65,4 +67,5 @@ def open_store(url: str, *, create: bool = True) -> Store:
         subscribers=SubscriberStore(engine),
         deliveries=DeliveryStore(engine),
         events=EventStore(engine),
+        schedules=ScheduleStore(engine),
     )
