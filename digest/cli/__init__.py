@@ -125,12 +125,15 @@ def _register() -> None:
         events,
         ingest,
         preview,
+        schedule,
         send,
         serve,
         subscribers,
     )
 
-    for module in (check, ingest, build, preview, send, deliveries, subscribers, events, serve):
+    for module in (
+        check, ingest, build, preview, send, deliveries, schedule, subscribers, events, serve
+    ):  # fmt: skip
         for command in module.COMMANDS:
             cli.add_command(command)
 

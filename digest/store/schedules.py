@@ -122,6 +122,14 @@ class ScheduleStore:
         with self.engine.connect() as conn:
             return {r.step: r.outcome for r in conn.execute(query)}
 
+    def due_of(self, edition_key: str) -> datetime | None:
+        """The cron time of the scheduled send that started sending this edition, if any."""
+        query = select(func.min(_r.due_at)).where(
+            _r.edition_key == edition_key, _r.step == "send", _r.outcome == "done"
+        )
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar()
+
     def history(self, digest: str | None = None, limit: int = 50) -> list[StepRecord]:
         """The latest recorded steps, newest first."""
         query = select(schedule_runs).order_by(_r.at.desc(), _r.due_at.desc()).limit(limit)
