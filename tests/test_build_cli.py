@@ -113,7 +113,7 @@ def test_a_bad_week_is_a_usage_error(run: Run, week: str, message: str) -> None:
 
 def test_an_unknown_digest_names_the_known_ones(run: Run) -> None:
     err = run("build", "monthly", "--week", "2026-W48", expect=2).stderr
-    assert "no digest 'monthly' (known: weekly)" in err
+    assert "no digest 'monthly' (known: weekly, daily)" in err
 
 
 def _ids(run: Run) -> list[str]:

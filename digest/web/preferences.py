@@ -45,7 +45,7 @@ def save(token: str) -> tuple[str, int]:
     if timezone not in _zones():
         return _render(token, subscriber, error=f"Unknown time zone: {timezone}."), 400
     digests = subscriber.digests
-    if len(ctx.config.digests) > 1:  # the page offers a choice of digests only then
+    if request.form.get("digests_shown"):  # the page offers a choice when there are several
         keys = [d.key for d in ctx.config.digests]
         picked = request.form.getlist("digests")
         if not picked or any(k not in keys for k in picked):
