@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from digest import lifecycle, schedule, select
@@ -33,6 +33,7 @@ from digest.subscribers import Subscriber
 from digest.transports.base import Transport
 
 LOOKBACK = timedelta(days=35)  # a run after a longer outage reports no further back
+MARK_STEP = timedelta(hours=6)
 AHEAD = timedelta(hours=1)  # SendGrid: local-time groups go this early, with send_at
 MISSED = "missed: its local send time passed more than schedule.grace ago"
 
@@ -123,12 +124,16 @@ def _due_steps(runner: Runner, digest: Digest) -> None:
     now, store = runner.now(), runner.store.schedules
     grace = digest.schedule.grace_period
     mark = store.checked_to(digest.key)
-    reach = digest.schedule.lead + grace + schedule.LOCAL_SPAN
-    after = max((mark or now) - reach, now - LOOKBACK)
-    for occ in schedule.occurrences(runner.config, digest, after, now + reach):
+    # Sends whose build time has come and whose grace had not passed at the last mark.
+    ahead = digest.schedule.lead
+    if digest.schedule.local_time:  # sending starts up to a day before the cron time
+        ahead += schedule.LOCAL_SPAN
+    after = max((mark or now) - grace - ahead, now - LOOKBACK)
+    recorded = store.steps(digest.key, after)
+    for occ in schedule.occurrences(runner.config, digest, after, now + ahead):
         if occ.build_at > now or runner.should_stop():
             continue
-        steps = store.steps(digest.key, occ.due)
+        steps = recorded.get(occ.due.astimezone(UTC), {})
         if "send" in steps:
             continue
         if now > occ.send_at + grace:
@@ -139,7 +144,8 @@ def _due_steps(runner: Runner, digest: Digest) -> None:
         except DigestError as exc:
             runner.errors += 1
             runner.report(occ.edition_key, "error", str(exc))
-    if not runner.dry_run:
+    # The mark only bounds how far back the next run looks, so it moves in steps.
+    if not runner.dry_run and (mark is None or now - mark >= MARK_STEP):
         store.set_checked_to(digest.key, now)
 
 
@@ -155,7 +161,8 @@ def _missed(runner: Runner, occ: schedule.Occurrence, *, first_run: bool) -> Non
             runner.report(occ.edition_key, "missed", note)
         return
     recorded = runner.store.schedules.record_step(
-        occ.digest, occ.due, "send", "missed", edition_key=occ.edition_key, note=note,
+        occ.digest, occ.due, "send", "skipped" if first_run else "missed",
+        edition_key=occ.edition_key, note=note,
         now=runner.now(),
     )  # fmt: skip
     if recorded and not first_run:

@@ -116,11 +116,16 @@ class ScheduleStore:
         stmt = insert.values(**row).on_conflict_do_nothing().returning(_r.step)
         return self._write("record a scheduled step", lambda c: c.execute(stmt).first() is not None)
 
-    def steps(self, digest: str, due_at: datetime) -> dict[str, str]:
-        """The recorded steps of one scheduled send: step -> outcome."""
-        query = select(_r.step, _r.outcome).where(_r.digest == digest, _r.due_at == due_at)
+    def steps(self, digest: str, after: datetime) -> dict[datetime, dict[str, str]]:
+        """The recorded steps of the digest's sends due after `after`: due -> step -> outcome."""
+        query = select(_r.due_at, _r.step, _r.outcome).where(
+            _r.digest == digest, _r.due_at > after
+        )
+        out: dict[datetime, dict[str, str]] = {}
         with self.engine.connect() as conn:
-            return {r.step: r.outcome for r in conn.execute(query)}
+            for r in conn.execute(query):
+                out.setdefault(r.due_at, {})[r.step] = r.outcome
+        return out
 
     def due_of(self, edition_key: str) -> datetime | None:
         """The cron time of the scheduled send that started sending this edition, if any."""
