@@ -68,6 +68,7 @@ class Runner:
     secret: str
     now: Callable[[], datetime]
     dry_run: bool = False
+    only: str | None = None  # one digest's key: the others are left alone
     should_stop: Callable[[], bool] = lambda: False
     sleep: Callable[[float], None] = time.sleep
     actions: list[Action] = field(default_factory=list)
@@ -85,10 +86,11 @@ def run_due(runner: Runner) -> list[Action]:
     """
     with run_lock(runner.store.engine, "run-due", what="digest run-due"):
         for digest in runner.config.digests:
-            if digest.schedule.cron is not None and not runner.should_stop():
+            wanted = runner.only in (None, digest.key) and digest.schedule.cron is not None
+            if wanted and not runner.should_stop():
                 _due_steps(runner, digest)
         for key in runner.store.schedules.keys_in([SENDING]):
-            if not runner.should_stop():
+            if runner.only in (None, key.split("/")[0]) and not runner.should_stop():
                 _continue(runner, key)
     return runner.actions
 
