@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Protocol
 
 from digest import lifecycle, schedule, select
 from digest.cancel import CancelSummary, Scheduler, cancel_scheduled
@@ -49,9 +49,9 @@ class Action:
     step: str  # build | test | schedule | send | missed | wait | error
     detail: str
 
-    def line(self, tz: Any = None) -> str:
-        return f"{self.at.astimezone(tz).isoformat(timespec='minutes')}  {self.edition}  " \
-            f"{self.step}: {self.detail}"  # fmt: skip
+    def line(self) -> str:
+        at = self.at.isoformat(timespec="minutes")
+        return f"{at}  {self.edition}  {self.step}: {self.detail}"
 
     def to_dict(self) -> dict[str, str]:
         return {"at": self.at.isoformat(), "edition": self.edition, "step": self.step,

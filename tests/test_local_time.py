@@ -4,11 +4,14 @@ group ahead with its `send_at`. The audience is fixed when sending starts."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from fake_sendgrid import FakeSendGrid
+from fake_smtp import FakeSmtp
+from fake_smtp import smtp_server as smtp_server_fixture  # noqa: F401
 from scheduling import Clock, add_articles, add_readers, digest, tick, write_config
 
 from digest.config import Config
@@ -39,9 +42,13 @@ def _morning(project: Path, store: Store, **delivery: object) -> Config:
     return config
 
 
-def _run_day(config: Config, store: Store, clock: Clock, **more: object) -> None:
+def _run_day(
+    config: Config, store: Store, clock: Clock, after_tick: Callable[[], None] = lambda: None,
+    **more: object,
+) -> None:  # fmt: skip
     while clock() < START + timedelta(hours=40):  # run-due every 30 minutes
         tick(config, store, clock, **more)
+        after_tick()
         if clock() == datetime(2026, 11, 24, 23, 0, tzinfo=UTC):  # sending has begun
             add_readers(store, ["Europe/Berlin"], prefix="late")
         clock.set(clock() + timedelta(minutes=30))
@@ -58,6 +65,24 @@ def test_the_outbox_sends_each_zone_at_seven_its_own_time_and_adds_no_late_subsc
     assert "late0@example.org" not in sent  # subscribed after sending began
     assert all(r["state"] == "sent" and r["attempts"] == 1 for r in rows)
     assert store.schedules.state(KEY) == "sent"
+
+
+def test_smtp_delivers_each_zone_when_its_moment_comes(
+    project: Path, store: Store, smtp_server: FakeSmtp
+) -> None:
+    smtp = {"host": smtp_server.host, "port": smtp_server.port, "security": "none"}
+    config = _morning(project, store, smtp=smtp)
+    clock = Clock(START)
+    arrived: dict[str, datetime] = {}
+
+    def note_arrivals() -> None:  # what the SMTP server has taken by the end of this run
+        for message in smtp_server.messages:
+            for to in message.rcpt_tos:
+                arrived.setdefault(to, clock())
+
+    _run_day(config, store, clock, note_arrivals, transport="smtp")
+    assert arrived == {f"reader{i}@example.org": at for i, at in enumerate(ZONES.values())}
+    assert len(smtp_server.messages) == len(ZONES)
 
 
 def test_sendgrid_gets_each_group_ahead_with_send_at_seven_in_its_zone(
