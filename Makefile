@@ -25,6 +25,7 @@ demo: $(STAMP)
 	$(BIN)/digest ingest
 	$(BIN)/digest subscribers import subscribers/ --skip-invalid
 	$(BIN)/digest build weekly --week $(DEMO_WEEK)
+	$(BIN)/digest edition approve weekly --week $(DEMO_WEEK)
 	$(BIN)/digest send weekly --week $(DEMO_WEEK) --transport outbox
 	@echo
 	@echo "Open outbox/weekly/$(DEMO_WEEK)/index.html in a browser, or read the .eml files beside it."

@@ -68,7 +68,7 @@ def _project(folder: Path, url: str, batch: int) -> Path:
 def _fill(url: str, n: int) -> list[str]:
     store = open_store(url)
     now = datetime.now(UTC)
-    edition = make_edition(2, TOPICS)
+    edition = make_edition(2, TOPICS, status="approved")
     store.editions.save(edition)
     rows = [
         {"email": f"reader{i}@example.org", "name": "", "topics": [TOPICS[i % 2]],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -99,7 +99,6 @@ class Source(_Model):
 
 
 VARIANT_KEY = re.compile(r"^[A-Za-z0-9_]{1,16}$")
-_WAIT = re.compile(r"^(\d+)\s*([mhd])$")
 _SUBJECT_FIELDS = {"site": "S", "name": "N", "start": date(2026, 1, 5), "end": date(2026, 1, 11),
                    "week": "2026-W02"}  # fmt: skip
 
@@ -118,10 +117,7 @@ def _check_subject(pattern: str) -> str:
 
 def wait_seconds(value: str) -> int:
     """'90m', '4h', '2d' as seconds; ValueError saying the accepted form."""
-    m = _WAIT.match(value.strip())
-    if not m:
-        raise ValueError(f"{value!r}: use a number and m, h or d, e.g. 4h")
-    return int(m.group(1)) * {"m": 60, "h": 3600, "d": 86400}[m.group(2)]
+    return int(parse_duration(value).total_seconds())
 
 
 class Variant(_Model):
@@ -195,6 +191,87 @@ class Experiment(_Model):
         return next((v for v in self.variants if v.key == key), None)
 
 
+_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+def parse_duration(value: str) -> timedelta:
+    """A duration written like `2h`, `30m`, `1d`, `1h30m` or `90s`; ValueError otherwise."""
+    m = _DURATION.match(value.strip())
+    if not value.strip() or not m:
+        raise ValueError(f"duration {value!r}: write it like 2h, 30m, 1d or 1h30m")
+    days, hours, minutes, seconds = (int(g or 0) for g in m.groups())
+    return timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+
+
+class Schedule(_Model):
+    cron: str | None = Field(
+        None,
+        description="When the digest is sent, as a 5-field cron expression in `timezone` "
+        "(e.g. `0 7 * * MON`); none: only sent by hand.",
+    )
+    timezone: str | None = Field(
+        None, description="Time zone of the cron expression; default the digest's."
+    )
+    build_lead: str = Field(
+        "2h", description="How long before the send the edition is built and test-sent."
+    )
+    require_approval: bool = Field(
+        True, description="Send only editions an editor approved (`digest edition approve`)."
+    )
+    test_to: list[str] = Field(
+        default_factory=list, description="Addresses that get the test send when it is built."
+    )
+    local_time: bool = Field(
+        False,
+        description="Deliver at the cron's time of day in each subscriber's own time zone "
+        "instead of one moment for everyone.",
+    )
+    grace: str = Field(
+        "1h", description="How late a missed send is still caught up; later ones are skipped."
+    )
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        from cronsim import CronSim, CronSimError
+
+        if len(v.split()) != 5:
+            raise ValueError(f"cron {v!r}: use 5 fields (minute hour day month weekday)")
+        try:
+            CronSim(v, datetime(2026, 1, 1, tzinfo=UTC))
+        except CronSimError as exc:
+            raise ValueError(f"cron {v!r}: {exc}") from None
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str | None) -> str | None:
+        return None if v is None else check_timezone(v)
+
+    @field_validator("build_lead", "grace")
+    @classmethod
+    def _duration(cls, v: str) -> str:
+        parse_duration(v)
+        return v
+
+    @field_validator("test_to")
+    @classmethod
+    def _addresses(cls, v: list[str]) -> list[str]:
+        from digest.subscribers import normalize_email  # it imports this module
+
+        return [normalize_email(a) for a in v]
+
+    @property
+    def lead(self) -> timedelta:
+        return parse_duration(self.build_lead)
+
+    @property
+    def grace_period(self) -> timedelta:
+        return parse_duration(self.grace)
+
+
 class Digest(_Model):
     key: Key = Field(description="Identifier used on the command line, e.g. `weekly`.")
     name: str = Field(description="Display name.")
@@ -216,6 +293,15 @@ class Digest(_Model):
         description="Web archive: public (listed, in the feed), unlisted (edition pages by "
         "link only), off (no pages, no view-in-browser link).",
     )
+    cadence: Literal["weekly", "daily", "monthly"] = Field(
+        "weekly",
+        description="What one edition covers: an ISO week (`--week`), a date (`--date`) "
+        "or a month (`--month`).",
+    )
+    min_articles: int = Field(
+        1, ge=1, le=200, description="Fewer articles than this: the edition is skipped."
+    )
+    schedule: Schedule = Field(default_factory=Schedule)  # type: ignore[arg-type]
 
     _k = field_validator("key")(classmethod(lambda cls, v: _check_key(v)))
 
@@ -383,6 +469,9 @@ class Config(_Model):
 
     def digest_timezone(self, digest: Digest) -> ZoneInfo:
         return ZoneInfo(digest.timezone or self.site.timezone)
+
+    def schedule_timezone(self, digest: Digest) -> ZoneInfo:
+        return ZoneInfo(digest.schedule.timezone or digest.timezone or self.site.timezone)
 
 
 def _no_repeats(values: list[str], where: str, field: str) -> None:

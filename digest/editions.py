@@ -9,7 +9,7 @@ from typing import Any, Protocol
 from digest.articles import Article
 from digest.config import Config
 from digest.errors import NotFoundError
-from digest.weeks import parse_week
+from digest.periods import OPTION, parse_period
 
 
 @dataclass(frozen=True)
@@ -126,18 +126,21 @@ class EditionReader(Protocol):
 
 
 def edition_key(config: Config, digest_key: str, period: str) -> str:
-    """`DIGEST/YYYY-Www` for a known digest and a week as typed (`2026-w48` → `2026-W48`);
-    a ConfigError for an unknown digest, a UsageError for a week that is not one."""
+    """`DIGEST/PERIOD` for a known digest and a period as typed (`2026-w48` → `2026-W48`;
+    a date names the week or month holding it); a ConfigError for an unknown digest, a
+    UsageError for a period that is not one of the digest's cadence."""
     digest = config.digest(digest_key)
-    return f"{digest.key}/{parse_week(period, config.digest_timezone(digest)).label}"
+    tz = config.digest_timezone(digest)
+    return f"{digest.key}/{parse_period(digest.cadence, period, tz).label}"
 
 
 def find_edition(config: Config, editions: EditionReader, digest_key: str, period: str) -> Edition:
-    """The stored edition of `digest_key` for the week `period`; NotFoundError naming the
-    command that builds it. Every command that reads an edition goes through here."""
+    """The stored edition of `digest_key` for `period` (week, date or month); NotFoundError
+    naming the command that builds it. Every command that reads an edition goes through here."""
     key = edition_key(config, digest_key, period)
     edition = editions.get(key)
     if edition is None:
-        digest, week = key.split("/")
-        raise NotFoundError(f"no edition {key}", hint=f"digest build {digest} --week {week}")
+        digest, label = key.split("/")
+        option = OPTION[config.digest(digest).cadence]
+        raise NotFoundError(f"no edition {key}", hint=f"digest build {digest} {option} {label}")
     return edition

@@ -61,6 +61,7 @@ def init_project(root: Path, *, now: datetime) -> NewProject:
         "digest ingest",
         "digest subscribers import subscribers/",
         f"digest build {DIGEST} --week {week.label}",
+        f"digest edition approve {DIGEST} --week {week.label}",
         f"digest send {DIGEST} --week {week.label} --transport outbox",
         "digest serve",
     )

@@ -13,9 +13,10 @@ from digest.articles import Article
 from digest.config import Config, Digest
 from digest.editions import Edition, EditionItem
 from digest.errors import NotFoundError, UsageError
+from digest.lifecycle import EDITABLE, skip_if_too_few
+from digest.periods import OPTION, Period, parse_period
 from digest.store import Store
 from digest.thoughts import choose_thoughts
-from digest.weeks import Week, parse_week
 
 
 @dataclass(frozen=True)
@@ -47,21 +48,23 @@ def select_edition(
     now: datetime,
     force: bool = False,
 ) -> Edition:
-    """Select, freeze and store the edition of `digest_key` for ISO week `period` (e.g. 2026-W48).
+    """Select, freeze and store the edition of `digest_key` for `period` (an ISO week such as
+    2026-W48, a date or a month, by the digest's cadence).
 
     An existing edition is rebuilt only with `force`, and never once it has deliveries;
-    the new edition replaces the old one in one transaction.
+    the new edition replaces the old one in one transaction. One with fewer than the
+    digest's `min_articles` is stored as skipped, never to be sent.
     """
     digest = config.digest(digest_key)
-    week = parse_week(period, config.digest_timezone(digest))
-    key = f"{digest.key}/{week.label}"
+    week = parse_period(digest.cadence, period, config.digest_timezone(digest))
+    key, flag = f"{digest.key}/{week.label}", OPTION[digest.cadence]
     existing = store.editions.get(key)
     if existing is not None and not force:
         raise UsageError(
             f"edition {key} already exists"
             f" ({existing.status}, {_n(len(existing.items), 'article')})",
-            hint=f"see it with `digest edition show {digest.key} --week {week.label}`; "
-            f"select again with `digest build {digest.key} --week {week.label} --force`",
+            hint=f"see it with `digest edition show {digest.key} {flag} {week.label}`; "
+            f"select again with `digest build {digest.key} {flag} {week.label} --force`",
         )
     edition = build_edition(
         config,
@@ -71,6 +74,7 @@ def select_edition(
         carried=store.editions.carried_before(digest.key, week.label),
         now=now,
     )
+    edition = skip_if_too_few(edition, digest.min_articles)
     store.editions.save(edition, replace=existing is not None)
     return edition
 
@@ -78,13 +82,13 @@ def select_edition(
 def build_edition(
     config: Config,
     digest: Digest,
-    week: Week,
+    week: Period,
     articles: Sequence[Article],
     *,
     carried: set[str],
     now: datetime,
 ) -> Edition:
-    """The edition for `week` from the window's `articles`, skipping ids in `carried`."""
+    """The edition for the period `week` from its window's `articles`, skipping `carried` ids."""
     notes: list[str] = []
     fresh = [a for a in articles if a.id not in carried]
     if len(fresh) < len(articles):
@@ -116,7 +120,7 @@ def build_edition(
         for i, ((topic, card), prompt) in enumerate(zip(ordered, prompts, strict=True), start=1)
     )
     if not items:
-        notes.append("no articles were published in this digest's topics this week")
+        notes.append("no articles were published in this digest's topics in this period")
     return Edition(
         digest=digest.key,
         period=week.label,
@@ -228,12 +232,12 @@ def _with_merged_ids(card: _Card) -> Article:
 
 
 def load_edition(config: Config, store: Store, digest_key: str, period: str) -> Edition:
-    """The stored edition of `digest_key` for ISO week `period`, or NotFoundError."""
+    """The stored edition of `digest_key` for `period` (week, date or month), or NotFoundError."""
     digest = config.digest(digest_key)
-    week = parse_week(period, config.digest_timezone(digest))
+    week = parse_period(digest.cadence, period, config.digest_timezone(digest))
     edition = store.editions.get(f"{digest.key}/{week.label}")
     if edition is None:
-        hint = f"digest build {digest.key} --week {week.label}"
+        hint = f"digest build {digest.key} {OPTION[digest.cadence]} {week.label}"
         raise NotFoundError(f"no edition {digest.key}/{week.label}", hint=hint)
     return edition
 
@@ -252,9 +256,9 @@ def adjust_edition(
     Refused once the edition is approved or has deliveries: what was approved or sent stays.
     """
     edition = load_edition(config, store, digest_key, period)
-    if edition.status == "approved":
+    if edition.status not in EDITABLE:
         raise UsageError(
-            f"edition {edition.key} is approved; it can no longer be changed",
+            f"edition {edition.key} is {edition.status}; it can no longer be changed",
             hint="to start over before sending: "
             f"digest build {edition.digest} --week {edition.period} --force",
         )

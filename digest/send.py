@@ -38,6 +38,7 @@ from digest.config import Config
 from digest.editions import Edition
 from digest.errors import ProviderRefusedError, TransportError, UsageError
 from digest.experiments.assign import Assign, edition_assigner, variants_of
+from digest.lifecycle import check_sendable
 from digest.retry import RetryPolicy, Uniform, call_transport
 from digest.subscribers import Subscriber
 from digest.tokens import LinkSigner
@@ -58,11 +59,23 @@ class Ledger(Protocol):
         assign: Callable[[int, Sequence[str]], tuple[str, str] | None],
         *,
         now: datetime,
+        digest: tuple[str, bool] | None = None,
     ) -> int: ...
-    def content_keys(self, edition_key: str) -> list[str]: ...
+    def audience_fixed(self, edition_key: str) -> bool: ...
+    def fix_audience(self, edition_key: str, *, now: datetime) -> None: ...
+    def stamp_send_after(
+        self, edition_key: str, moment: Callable[[str], datetime], *, now: datetime
+    ) -> int: ...
+    def content_keys(self, edition_key: str, *, due: datetime | None = None) -> list[str]: ...
     def suppress_inactive(self, edition_key: str, *, now: datetime) -> int: ...
     def pending(
-        self, edition_key: str, content_key: str, limit: int, *, after: int = 0
+        self,
+        edition_key: str,
+        content_key: str,
+        limit: int,
+        *,
+        after: int = 0,
+        due: datetime | None = None,
     ) -> Sequence[Row]: ...
     def claim(
         self,
@@ -92,12 +105,23 @@ class Ledger(Protocol):
 
 @dataclass(frozen=True)
 class SendOptions:
-    """How to run a send; the defaults deliver now, in the configured batch size."""
+    """How to run a send; the defaults deliver now, in the configured batch size.
+
+    The audience is planned by the first send only; `include_new` plans again, adding
+    subscribers who joined since. `moments(zone)` gives newly planned rows the moment of
+    their subscriber's zone (local-time delivery) and `due` sends only rows whose moment
+    has come by then. `should_stop` is asked before each batch: when it says so, the run
+    ends after settling the batch in flight (a SIGTERM, or a cancel from elsewhere).
+    """
 
     batch_size: int = 500
     retry_failed: bool = False
     strict: bool = False
     send_at: datetime | None = None
+    include_new: bool = False
+    due: datetime | None = None
+    moments: Callable[[str], datetime] | None = None
+    should_stop: Callable[[], bool] | None = None
 
 
 @dataclass(frozen=True)
@@ -117,6 +141,7 @@ class SendSummary:
     renders: int = 0  # distinct contents rendered by this run
     in_doubt: int = 0  # rows of calls whose answer never came (this run and crashed ones)
     withdrawn: int = 0  # provider batches cancelled so their rows could be sent again
+    stopped: bool = False  # should_stop ended the run early; the rest is still pending
 
     def line(self) -> str:
         text = (
@@ -157,6 +182,7 @@ class _Run:
     in_doubt: int = 0
     withdrawn: int = 0
     failed_in_a_row: int = 0
+    stopped: bool = False
 
     @property
     def scheduler(self) -> Scheduler | None:
@@ -185,17 +211,20 @@ def send_edition(
 ) -> SendSummary:
     """Send `edition` to every active subscriber sharing one of its topics, each exactly once.
 
-    Holds the edition's lock for the whole run (a second send, a rebuild or an edit of
-    the edition fails at once meanwhile) and checks the store still has `edition` as
-    given. Every distinct content is rendered before the first row is planned, so a
-    template error leaves the ledger untouched. Safe to run again at any time: rows
-    already sent are skipped, rows a crash left in doubt are reconciled first.
-    `assign` plans rows (content key, variant); by default the digest's A/B test group,
-    or everyone as variant A (see digest.experiments.assign).
+    Refuses an edition that is not approved when its digest requires approval, and one
+    skipped or cancelled. The audience is planned once, by the first send. Holds the
+    edition's lock for the whole run (a second send, a rebuild or an edit of the edition
+    fails at once meanwhile) and checks the store still has `edition` as given. Every
+    distinct content is rendered before the first row is planned, so a template error
+    leaves the ledger untouched. Safe to run again at any time: rows already sent are
+    skipped, rows a crash left in doubt are reconciled first. `assign` plans rows
+    (content key, variant); by default the digest's A/B test group, or everyone as
+    variant A (see digest.experiments.assign).
     """
     started = clock()
     options = options or SendOptions(batch_size=config.delivery.batch_size)
     _check(options, transport, now())
+    check_sendable(edition, config.digest(edition.digest))
     with ledger.holding(edition):
         run = _Run(
             edition=edition,
@@ -212,7 +241,13 @@ def send_edition(
         )
         key = edition.key
         _render_all(run, variants_of(config, edition))
-        ledger.plan(key, assign or edition_assigner(config, edition), now=now())
+        if options.include_new or not ledger.audience_fixed(key):
+            first = config.digests[0].key == edition.digest
+            planner = assign or edition_assigner(config, edition)
+            ledger.plan(key, planner, now=now(), digest=(edition.digest, first))
+            ledger.fix_audience(key, now=now())
+        if options.moments is not None:
+            ledger.stamp_send_after(key, options.moments, now=now())
         run.in_doubt += _reconcile(run)
         if options.retry_failed:
             ledger.retry_failed(key, now=now())
@@ -234,6 +269,7 @@ def send_edition(
         renders=run.cache.renders,
         in_doubt=run.in_doubt,
         withdrawn=run.withdrawn,
+        stopped=run.stopped,
     )
 
 
@@ -283,6 +319,9 @@ def _send_pending(run: _Run, progress: Progress | None, total: int) -> None:
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="digest-send") as worker:
         email = next(batches, None)
         while email is not None:
+            if run.options.should_stop is not None and run.options.should_stop():
+                run.stopped = True
+                break
             claimed = _claim(run, email)
             call = claimed and (claimed, worker.submit(call_transport, run.transport, claimed))
             try:
@@ -299,10 +338,10 @@ def _send_pending(run: _Run, progress: Progress | None, total: int) -> None:
 def _composed(run: _Run) -> Iterator[OutgoingEmail]:
     """The pending rows as messages of up to a batch each, one content key at a time; the
     rows are read, not claimed, so composing ahead changes nothing in the ledger."""
-    key, size = run.edition.key, run.options.batch_size
-    for content_key in run.ledger.content_keys(key):
+    key, size, due = run.edition.key, run.options.batch_size, run.options.due
+    for content_key in run.ledger.content_keys(key, due=due):
         after = 0
-        while rows := run.ledger.pending(key, content_key, size, after=after):
+        while rows := run.ledger.pending(key, content_key, size, after=after, due=due):
             recipients = compose.recipients(rows, links=run.links, edition_key=key)
             content = run.cache.get(content_key)
             yield compose.compose(content, recipients, config=run.config, edition=run.edition)

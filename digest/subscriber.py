@@ -17,6 +17,7 @@ class Subscriber:
     email: str
     name: str = ""
     topics: tuple[str, ...] = ()
+    digests: tuple[str, ...] = ()  # digest keys chosen; empty: the project's first digest
     timezone: str = "UTC"
     locale: str = "en"
     status: str = "active"

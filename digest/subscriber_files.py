@@ -22,7 +22,7 @@ SUFFIXES = (".yaml", ".yml", ".csv")
 COLUMNS = ("email", "name", "topics", "timezone", "locale", "status")
 # Optional, so an export (which carries the consent record) imports back unchanged.
 CONSENT_COLUMNS = ("consent_at", "consent_method", "consent_source", "consent_ip")
-ALL_COLUMNS = COLUMNS + CONSENT_COLUMNS
+ALL_COLUMNS = COLUMNS + ("digests",) + CONSENT_COLUMNS  # digests: optional, default the first
 
 
 @dataclass(frozen=True)
@@ -179,6 +179,7 @@ def export_fields(s: Subscriber) -> dict[str, str]:
         "name": s.name,
         "topics": ";".join(s.topics),
         "timezone": s.timezone,
+        "digests": ";".join(s.digests),
         "locale": s.locale,
         "status": s.status,
         "consent_at": s.consent_at.isoformat() if s.consent_at else "",

@@ -23,7 +23,7 @@ from digest.subscriber import STATUSES, SUPPRESSED, Subscriber, SubscriberRecord
 from digest.subscriber_files import expand, read_file
 
 FIELDS = (
-    "email", "name", "topics", "timezone", "locale", "status",
+    "email", "name", "topics", "digests", "timezone", "locale", "status",
     "consent_at", "consent_method", "consent_source", "consent_ip",
 )  # fmt: skip
 _LOCALE = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*$")
@@ -86,6 +86,24 @@ def check_topics(value: Any, known: Sequence[str]) -> tuple[str, ...]:
     return tuple(topics)
 
 
+def check_digests(value: Any, known: Sequence[str]) -> tuple[str, ...]:
+    """Digest keys from a list or an 'a;b' string, each one of `known`; empty means the
+    first digest (so a file without the column changes nobody's choice)."""
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        items: list[Any] = _TOPIC_SEPARATORS.split(value)
+    elif isinstance(value, list | tuple):
+        items = list(value)
+    else:
+        raise ValueError("digests: expected a list or a ';'-separated string")
+    keys = [str(i).strip().lower() for i in items if str(i).strip()]
+    for key in keys:
+        if key not in known:
+            raise ValueError(f"unknown digest {key!r} (valid: {', '.join(known)})")
+    return tuple(k for k in known if k in keys)
+
+
 def check_status(value: str) -> str:
     if value not in STATUSES:
         raise ValueError(f"unknown status {value!r} (valid: {', '.join(STATUSES)})")
@@ -133,6 +151,7 @@ def validate_row(
         raise ValueError(f"unknown field {unknown[0]!r} (valid: {', '.join(FIELDS)})")
     email = normalize_email(fields.get("email"))
     topics = check_topics(fields.get("topics"), [t.key for t in config.topics])
+    digests = check_digests(fields.get("digests"), [d.key for d in config.digests])
     given = frozenset(k for k in FIELDS if _text_or_value(fields.get(k)))
     name = _text(fields, "name")
     if len(name) > 200:
@@ -153,6 +172,7 @@ def validate_row(
         email=email,
         name=name,
         topics=topics,
+        digests=digests,
         timezone=timezone,
         locale=locale,
         status=status,
@@ -282,7 +302,7 @@ def merge(old: Subscriber, row: Subscriber, given: frozenset[str]) -> tuple[Subs
     """The stored subscriber updated from an import row, and whether it was updated,
     unchanged, or kept (a suppressed status the row would have lifted)."""
     changes: dict[str, Any] = {}
-    for name in ("name", "topics", "timezone", "locale"):
+    for name in ("name", "topics", "digests", "timezone", "locale"):
         if (name in given or name == "topics") and getattr(row, name) != getattr(old, name):
             changes[name] = getattr(row, name)
     kept = old.status in SUPPRESSED and row.status != old.status

@@ -37,7 +37,7 @@ def sendgrid() -> Iterator[FakeSendGrid]:
 
 @pytest.fixture
 def edition(store: Store) -> Edition:
-    e = make_edition(2, EDITION_TOPICS)
+    e = make_edition(2, EDITION_TOPICS, status="approved")
     store.editions.save(e)
     return e
 

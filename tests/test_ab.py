@@ -71,7 +71,7 @@ def ab_config(project: Path, fake: FakeSendGrid, monkeypatch: pytest.MonkeyPatch
 
 @pytest.fixture
 def audience(store: Store, ab_config: Config) -> Edition:
-    edition = make_edition(2, ("politics", "tech"))
+    edition = make_edition(2, ("politics", "tech"), status="approved")
     store.editions.save(edition)
     mixes = [("politics",), ("politics", "tech")]
     for i in range(AUDIENCE):
@@ -134,7 +134,7 @@ def test_report_counts_each_row_once_from_a_noisy_stream_and_matches_the_truth(
     stream = make_stream(rows, KEY, rates={"A": (0.30, 0.05), "B": (0.30, 0.20)}, seed=5)
     # the same people got last week's edition too: its events arrive in the same stream
     last_week = "weekly/2026-W47"
-    store.editions.save(make_edition(2, ("politics", "tech"), period="2026-W47"))
+    store.editions.save(make_edition(2, ("politics", "tech"), period="2026-W47", status="approved"))
     store.deliveries.plan(last_week, lambda _id, _t: ("politics|A", "A"), now=NOW)
     other_ids = {r["email"]: r["id"] for r in store.deliveries.rows(last_week)}
     _import(run, tmp_path, stream.events + foreign_events(rows, last_week, other_ids), "a.json")
@@ -259,7 +259,7 @@ def test_html_report_is_one_self_contained_page_with_a_chart(
 def test_report_of_a_digest_without_experiment_says_how_to_add_one(
     store: Store, run: Run, config: Config
 ) -> None:
-    store.editions.save(make_edition(2, ("politics",)))
+    store.editions.save(make_edition(2, ("politics",), status="approved"))
     out = run("ab", "report", "weekly", "--week", WEEK, expect=2)
     assert "has no experiment" in out.output
 
@@ -276,4 +276,4 @@ def test_bad_experiment_config_names_the_key(project: Path, run: Run) -> None:
     assert "variants" in run("check", expect=2).output
     data["digests"][0]["experiment"] = {**EXPERIMENT, "wait": "soon"}
     path.write_text(yaml.safe_dump(data))
-    assert "use a number and m, h or d" in run("check", expect=2).output
+    assert "write it like 2h, 30m, 1d or 1h30m" in run("check", expect=2).output

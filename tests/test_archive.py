@@ -150,6 +150,8 @@ def test_export_archive_writes_the_pages_serve_shows(
         "index.html": "/archive/",
         "weekly/index.html": "/archive/weekly/",
         "weekly/feed.atom": "/archive/weekly/feed.atom",
+        "daily/index.html": "/archive/daily/",  # the sample's other digest, nothing sent yet
+        "daily/feed.atom": "/archive/daily/feed.atom",
         "weekly/2026-W48/index.html": W48,
         "weekly/2026-W48/tech/index.html": f"{W48}tech/",
         "weekly/2026-W47/index.html": "/archive/weekly/2026-W47/",

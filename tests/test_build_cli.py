@@ -113,7 +113,7 @@ def test_a_bad_week_is_a_usage_error(run: Run, week: str, message: str) -> None:
 
 def test_an_unknown_digest_names_the_known_ones(run: Run) -> None:
     err = run("build", "monthly", "--week", "2026-W48", expect=2).stderr
-    assert "no digest 'monthly' (known: weekly)" in err
+    assert "no digest 'monthly' (known: weekly, daily)" in err
 
 
 def _ids(run: Run) -> list[str]:
@@ -168,6 +168,7 @@ def test_every_command_reads_the_week_the_same_way(
     assert f"html: {project / 'preview' / 'weekly' / '2026-W48' / 'ana@example.com.html'}" in (
         preview.output
     )
+    run("edition", "approve", "weekly", "--week", "2026-w48")
     assert "sent 1," in run("send", "weekly", "--week", "2026-w48").output
     bad = run("send", "weekly", "--week", "2026-48", expect=2)
     assert "expected an ISO week like 2026-W05" in bad.output

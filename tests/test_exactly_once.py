@@ -8,6 +8,7 @@ import json
 import random
 import threading
 from collections import Counter
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -410,6 +411,8 @@ def test_a_refused_key_exits_4_with_one_line_and_no_traceback(
 def test_an_edition_cannot_be_rebuilt_or_edited_while_a_send_holds_it(
     project: Path, store: Store, edition: Edition, run: Any
 ) -> None:
+    edition = replace(edition, status="draft")  # a draft an editor may still change
+    store.editions.update(edition)
     with edition_lock(store.engine, KEY):
         result = run("build", "weekly", "--week", "2026-W48", "--force", expect=1)
         assert "a send or a change of weekly/2026-W48 is already running" in result.output

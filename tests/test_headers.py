@@ -44,6 +44,7 @@ def test_every_demo_email_in_the_outbox_carries_raw_one_click_headers(
     run("ingest")
     run("subscribers", "import", "subscribers/", "--skip-invalid")
     run("build", "weekly", "--week", "2026-W48")
+    run("edition", "approve", "weekly", "--week", "2026-W48")
     run("send", "weekly", "--week", "2026-W48", "--transport", "outbox")
     emls = sorted((project / "outbox" / "weekly" / "2026-W48").glob("*.eml"))
     assert len(emls) >= 20

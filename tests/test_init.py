@@ -43,6 +43,7 @@ def test_init_prints_commands_that_build_and_send_this_weeks_edition(
         "digest ingest",
         "digest subscribers import subscribers/",
         "digest build weekly --week 2026-W49",
+        "digest edition approve weekly --week 2026-W49",
         "digest send weekly --week 2026-W49 --transport outbox",
         "digest serve",
     ]

@@ -170,6 +170,7 @@ def test_send_stops_before_the_first_delivery_on_a_preflight_error(
         '<mj-section><mj-column><mj-text><a href="/relative">Odd</a></mj-text></mj-column>'
         "</mj-section><mj-raw>{% for section in sections %}</mj-raw>",
     )
+    run("edition", "approve", "weekly", "--week", "2026-W48")
     result = run("send", "weekly", "--week", "2026-W48", "--transport", "outbox", expect=6)
     assert "relative or empty link" in result.output and "nothing was sent" in result.output
     assert built.deliveries.counts("weekly/2026-W48")["sent"] == 0

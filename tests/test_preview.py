@@ -93,7 +93,7 @@ def test_preview_of_an_unknown_subscriber_fails(run: Run, store: Store, project:
 
 def test_preview_of_an_unknown_digest_lists_the_known_ones(run: Run) -> None:
     result = run("preview", "monthly", "--week", "2026-W48", "--subscriber", "a@b.c", expect=2)
-    assert "digests: no digest 'monthly' (known: weekly)" in result.output
+    assert "digests: no digest 'monthly' (known: weekly, daily)" in result.output
 
 
 def test_preview_for_a_reader_of_none_of_the_editions_topics_fails(run: Run, store: Store) -> None:
@@ -106,4 +106,4 @@ def test_preview_for_a_reader_of_none_of_the_editions_topics_fails(run: Run, sto
 
 def test_preview_requires_week_and_subscriber(run: Run) -> None:
     result = run("preview", "weekly", "--subscriber", "ana@example.com", expect=2)
-    assert "Missing option '--week'" in result.output
+    assert "give the edition's --week, --date or --month" in result.output

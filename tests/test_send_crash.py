@@ -49,7 +49,7 @@ def crash_project(project: Path, store: Store, sendgrid: FakeSendGrid) -> list[s
     data["delivery"]["batch_size"] = BATCH
     data["delivery"]["max_attempts"] = 2
     path.write_text(yaml.safe_dump(data, allow_unicode=True))
-    store.editions.save(make_edition(2, ("politics", "tech")))
+    store.editions.save(make_edition(2, ("politics", "tech"), status="approved"))
     eligible = []
     mixes = [("politics",), ("tech", "health"), ("culture",)]  # the last gets nothing
     for i in range(AUDIENCE):

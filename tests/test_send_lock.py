@@ -19,7 +19,7 @@ NOW = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
 
 
 def _edition_with_readers(store: Store) -> str:
-    edition = make_edition(1, ("politics",))
+    edition = make_edition(1, ("politics",), status="approved")
     store.editions.save(edition)
     for i in range(3):
         store.subscribers.add(Subscriber(email=f"r{i}@example.org", topics=("politics",)), now=NOW)

@@ -7,19 +7,14 @@ from collections.abc import Callable
 
 import click
 
-from digest import select
+from digest import lifecycle, select
 from digest.cli import Env, pass_env
+from digest.cli.periods import period_options
 from digest.editions import Edition, find_edition
-from digest.weeks import current_week
+from digest.lifecycle import APPROVED, SKIPPED
+from digest.periods import containing
 
 TITLE_WIDTH = 48
-
-
-def _week_option(required: bool) -> Callable[[click.decorators.FC], click.decorators.FC]:
-    more = "" if required else " Default: the current week in the digest's time zone."
-    return click.option(
-        "--week", required=required, metavar="W", help=f"ISO week, e.g. 2026-W48.{more}"
-    )
 
 
 def _print(env: Env, edition: Edition, as_json: bool) -> None:
@@ -46,15 +41,16 @@ def _print(env: Env, edition: Edition, as_json: bool) -> None:
 
 @click.command("build")
 @click.argument("digest")
-@_week_option(required=False)
+@period_options(required=False)
 @click.option("--force", is_flag=True, help="Select again, replacing an edition not yet sent.")
 @click.option("--json", "as_json", is_flag=True, help="Print the edition as JSON only.")
 @pass_env
-def build_command(env: Env, digest: str, week: str | None, force: bool, as_json: bool) -> None:
-    """Select the week's articles for DIGEST and freeze them as an edition.
+def build_command(env: Env, digest: str, period: str | None, force: bool, as_json: bool) -> None:
+    """Select the period's articles for DIGEST and freeze them as an edition.
 
     Every later step (preview, send, resend) reads this frozen edition. An existing
-    edition is rebuilt only with --force, and never once it has been sent.
+    edition is rebuilt only with --force, and never once it has been sent. A period with
+    fewer than the digest's min_articles is recorded as skipped and never sent.
 
     \b
     Example:
@@ -62,10 +58,13 @@ def build_command(env: Env, digest: str, week: str | None, force: bool, as_json:
       digest build weekly --week 2026-W48 --force --json
     """
     config = env.config
-    if week is None:
-        week = current_week(env.now(), config.digest_timezone(config.digest(digest))).label
-    edition = select.select_edition(config, env.store, digest, week, now=env.now(), force=force)
+    if period is None:
+        chosen = config.digest(digest)
+        period = containing(chosen.cadence, env.now(), config.digest_timezone(chosen)).label
+    edition = select.select_edition(config, env.store, digest, period, now=env.now(), force=force)
     _print(env, edition, as_json)
+    if edition.status == SKIPPED and not as_json:
+        click.echo(f"skipped: {edition.key} will not be sent")
 
 
 @click.group("edition")
@@ -82,84 +81,91 @@ def edition_group() -> None:
 
 @edition_group.command("show")
 @click.argument("digest")
-@_week_option(required=True)
+@period_options(required=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the edition as JSON only.")
 @pass_env
-def show_command(env: Env, digest: str, week: str, as_json: bool) -> None:
+def show_command(env: Env, digest: str, period: str, as_json: bool) -> None:
     """Print an edition: its articles with ids, ranks and reasons, then its notes.
 
     \b
     Example:
       digest edition show weekly --week 2026-W48 --json
     """
-    _print(env, find_edition(env.config, env.store.editions, digest, week), as_json)
+    _print(env, find_edition(env.config, env.store.editions, digest, period), as_json)
 
 
-def _adjust(env: Env, digest: str, week: str, change: Callable[[Edition], Edition]) -> None:
-    edition = select.adjust_edition(env.config, env.store, digest, week, change, now=env.now())
+def _adjust(env: Env, digest: str, period: str, change: Callable[[Edition], Edition]) -> None:
+    edition = select.adjust_edition(env.config, env.store, digest, period, change, now=env.now())
     _print(env, edition, as_json=False)
 
 
 @edition_group.command("pin")
 @click.argument("digest")
-@_week_option(required=True)
+@period_options(required=True)
 @click.argument("article_id")
 @pass_env
-def pin_command(env: Env, digest: str, week: str, article_id: str) -> None:
+def pin_command(env: Env, digest: str, period: str, article_id: str) -> None:
     """Pin an article: it goes first in its section.
 
     \b
     Example:
       digest edition pin weekly --week 2026-W48 3f9c2a7d1e0b4c55
     """
-    _adjust(env, digest, week, lambda e: select.pin(e, article_id))
+    _adjust(env, digest, period, lambda e: select.pin(e, article_id))
 
 
 @edition_group.command("drop")
 @click.argument("digest")
-@_week_option(required=True)
+@period_options(required=True)
 @click.argument("article_id")
 @pass_env
-def drop_command(env: Env, digest: str, week: str, article_id: str) -> None:
+def drop_command(env: Env, digest: str, period: str, article_id: str) -> None:
     """Take an article out of the edition.
 
     \b
     Example:
       digest edition drop weekly --week 2026-W48 3f9c2a7d1e0b4c55
     """
-    _adjust(env, digest, week, lambda e: select.drop(e, article_id))
+    _adjust(env, digest, period, lambda e: select.drop(e, article_id))
 
 
 @edition_group.command("move")
 @click.argument("digest")
-@_week_option(required=True)
+@period_options(required=True)
 @click.argument("article_id")
 @click.option(
     "--to", "position", type=int, required=True, help="New position in its section, 1 = first."
 )
 @pass_env
-def move_command(env: Env, digest: str, week: str, article_id: str, position: int) -> None:
+def move_command(env: Env, digest: str, period: str, article_id: str, position: int) -> None:
     """Move an article to another position within its section.
 
     \b
     Example:
       digest edition move weekly --week 2026-W48 3f9c2a7d1e0b4c55 --to 1
     """
-    _adjust(env, digest, week, lambda e: select.move(e, article_id, position))
+    _adjust(env, digest, period, lambda e: select.move(e, article_id, position))
 
 
 @edition_group.command("approve")
 @click.argument("digest")
-@_week_option(required=True)
+@period_options(required=True)
 @pass_env
-def approve_command(env: Env, digest: str, week: str) -> None:
+def approve_command(env: Env, digest: str, period: str) -> None:
     """Approve an edition for sending; after this it can no longer be changed.
+
+    A digest with schedule.require_approval (the default) sends approved editions only.
+    Approving a cancelled edition lets its send resume where it stopped.
 
     \b
     Example:
       digest edition approve weekly --week 2026-W48
     """
-    _adjust(env, digest, week, select.approve)
+    edition = find_edition(env.config, env.store.editions, digest, period)
+    select.approve(edition)  # refuses an edition with no articles
+    note = "approved by an editor"
+    lifecycle.move_or_explain(env.store.schedules, edition, APPROVED, note=note, now=env.now())
+    _print(env, env.store.editions.get(edition.key) or edition, as_json=False)
 
 
 COMMANDS: list[click.Command] = [build_command, edition_group]

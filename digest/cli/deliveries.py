@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from digest.cli import Env, pass_env
+from digest.cli.periods import period_options
 from digest.editions import find_edition
 from digest.store.deliveries import STATES
 
@@ -18,11 +19,13 @@ COLUMNS = ("email", "state", "variant", "attempts", "provider_message_id",
 
 @click.command("deliveries")
 @click.argument("digest")
-@click.option("--week", required=True, metavar="W", help="ISO week of the edition, e.g. 2026-W05.")
+@period_options(required=True)
 @click.option("--state", type=click.Choice(STATES), help="Only rows in this state.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of objects.")
 @pass_env
-def deliveries_command(env: Env, digest: str, week: str, state: str | None, as_json: bool) -> None:
+def deliveries_command(
+    env: Env, digest: str, period: str, state: str | None, as_json: bool
+) -> None:
     """List each recipient of an edition: state, variant, attempts, provider ids, last error.
 
     `--state failed` lists exactly who did not get the edition, with the reason
@@ -32,7 +35,7 @@ def deliveries_command(env: Env, digest: str, week: str, state: str | None, as_j
     Example:
       digest deliveries weekly --week 2026-W48 --state failed --json
     """
-    edition = find_edition(env.config, env.store.editions, digest, week)
+    edition = find_edition(env.config, env.store.editions, digest, period)
     rows = (_row(r) for r in env.store.deliveries.rows(edition.key, state=state))
     if as_json:
         click.echo("[", nl=False)

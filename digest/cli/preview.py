@@ -7,13 +7,15 @@ from pathlib import Path
 import click
 
 from digest.cli import Env, pass_env
+from digest.cli.periods import period_options
+from digest.editions import find_edition
 
 COMMANDS: list[click.Command] = []
 
 
 @click.command()
 @click.argument("digest")
-@click.option("--week", required=True, metavar="YYYY-Www", help="Edition period, e.g. 2026-W48.")
+@period_options(required=True)
 @click.option("--subscriber", "email", required=True, metavar="EMAIL", help="Stored subscriber.")
 @click.option(
     "--out",
@@ -21,7 +23,7 @@ COMMANDS: list[click.Command] = []
     help="Folder for EMAIL.html and EMAIL.txt [default: preview/DIGEST/WEEK/].",
 )
 @pass_env
-def preview(env: Env, digest: str, week: str, email: str, out: Path | None) -> None:
+def preview(env: Env, digest: str, period: str, email: str, out: Path | None) -> None:
     """Render a built edition for one subscriber, with real signed links, into files.
 
     Prints both paths, the HTML size, the article count and any size warnings. When the
@@ -33,7 +35,8 @@ def preview(env: Env, digest: str, week: str, email: str, out: Path | None) -> N
     """
     from digest.render.preview import write_preview
 
-    result = write_preview(env.config, env.store, digest, week, email, out)
+    label = find_edition(env.config, env.store.editions, digest, period).period
+    result = write_preview(env.config, env.store, digest, label, email, out)
     rendered = result.email
     sections = len({i.topic for i in rendered.items})
     click.echo(f"html: {result.html_path} ({rendered.html_bytes / 1024:.1f} KB)")

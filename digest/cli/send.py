@@ -12,9 +12,10 @@ from typing import Any
 
 import click
 
+from digest import lifecycle, runner
 from digest import send as sending
-from digest.cancel import cancel_scheduled
 from digest.cli import Env, iso_datetime, pass_env
+from digest.cli.periods import period_options
 from digest.config import secret
 from digest.editions import Edition, find_edition
 from digest.errors import ExitCode, NotFoundError
@@ -23,8 +24,8 @@ from digest.transports import TRANSPORTS, make_transport
 from digest.transports.base import Transport
 
 
-def _edition(env: Env, digest: str, week: str) -> Edition:
-    return find_edition(env.config, env.store.editions, digest, week)
+def _edition(env: Env, digest: str, period: str) -> Edition:
+    return find_edition(env.config, env.store.editions, digest, period)
 
 
 @contextmanager
@@ -61,7 +62,7 @@ def _progress() -> Iterator[sending.Progress | None]:
 
 @click.command("send")
 @click.argument("digest")
-@click.option("--week", required=True, metavar="W", help="ISO week of the edition, e.g. 2026-W05.")
+@period_options(required=True)
 @click.option(
     "--transport", type=click.Choice(sorted(TRANSPORTS)), help="Default: delivery.transport."
 )
@@ -96,12 +97,15 @@ def _progress() -> Iterator[sending.Progress | None]:
     help="With --to: show the edition as this subscriber sees it.",
 )
 @click.option("--no-preflight", is_flag=True, help="Send without the preflight checks.")
+@click.option(
+    "--include-new", is_flag=True, help="Also send to subscribers who joined after sending began."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @pass_env
 def send_command(
     env: Env,
     digest: str,
-    week: str,
+    period: str,
     transport: str | None,
     retry_failed: bool,
     strict: bool,
@@ -110,9 +114,14 @@ def send_command(
     to: tuple[str, ...],
     as_email: str | None,
     no_preflight: bool,
+    include_new: bool,
     as_json: bool,
 ) -> None:
-    """Deliver an edition, exactly once per subscriber; safe to run again to resume.
+    """Deliver an approved edition, exactly once per subscriber; safe to run again to resume.
+
+    The audience is fixed by the first run: later runs (resume, --retry-failed) never add
+    subscribers who joined since, unless --include-new. A draft is refused when the digest
+    requires approval (schedule.require_approval, the default): approve it first.
 
     \b
     Example:
@@ -122,7 +131,7 @@ def send_command(
     the provider refused the account (401/403) or delivery.max_failed_batches batches in a
     row failed: the run stopped at once and undelivered rows stay pending.
     """
-    config, edition = env.config, _edition(env, digest, week)
+    config, edition = env.config, _edition(env, digest, period)
     out = make_transport(
         transport or config.delivery.transport, config, edition_key=edition.key, now=env.now
     )
@@ -135,15 +144,16 @@ def send_command(
             retry_failed=retry_failed,
             strict=strict,
             send_at=send_at,
+            include_new=include_new,
         )
         from digest.cli.preflight import preflight_before_send
 
         preflight_before_send(env, edition, skip=no_preflight)
         with _progress() as progress:
-            summary = sending.send_edition(
+            summary = runner.send_now(
                 edition,
                 config=config,
-                ledger=env.store.deliveries,
+                store=env.store,
                 transport=out,
                 secret=secret(),
                 now=env.now,
@@ -183,6 +193,8 @@ def _test_send(
             click.echo(f"test to {row['to']} (as {subscriber.email}): {status}")
     if not all(r.ok for r in results):
         raise SystemExit(int(ExitCode.DELIVERY_FAILED))
+    note = f"test send to {', '.join(to)}"
+    lifecycle.move(env.store.schedules, edition, lifecycle.TEST_SENT, note=note, now=env.now())
 
 
 def _subscriber(env: Env, as_email: str | None) -> Subscriber:
@@ -199,28 +211,30 @@ def _subscriber(env: Env, as_email: str | None) -> Subscriber:
 
 @click.command("cancel")
 @click.argument("digest")
-@click.option("--week", required=True, metavar="W", help="ISO week of the edition, e.g. 2026-W05.")
+@period_options(required=True)
 @pass_env
-def cancel_command(env: Env, digest: str, week: str) -> None:
-    """Cancel the edition's scheduled SendGrid batches; their rows go back to pending.
+def cancel_command(env: Env, digest: str, period: str) -> None:
+    """Cancel an edition before or during its send; nothing more of it goes out.
 
-    Only batches at least delivery.sendgrid.cancel_margin_seconds (600) from their send
-    time can still be withheld; when SendGrid's limit of 10 cancelled batches is reached,
-    it waits for the oldest to lapse while that still leaves time. Run `digest send`
-    again (maybe with a new --send-at) to deliver them later.
+    The edition becomes cancelled: a send running elsewhere stops after its batch in
+    flight, and no schedule sends it. Its scheduled SendGrid batches are withdrawn, their
+    rows back to pending: only batches at least delivery.sendgrid.cancel_margin_seconds
+    (600) from their send time can still be withheld; when SendGrid's limit of 10
+    cancelled batches is reached, it waits for the oldest to lapse while that still
+    leaves time. To send it after all: `digest edition approve`, then `digest send`.
 
     \b
     Example:
       digest cancel weekly --week 2026-W05
     """
-    edition = _edition(env, digest, week)
-    out = make_transport("sendgrid", env.config, edition_key=edition.key, now=env.now)
-    try:
-        result = cancel_scheduled(
-            edition, ledger=env.store.deliveries, transport=out, now=env.now, sleep=time.sleep
-        )
-    finally:
-        out.close()
+    edition = _edition(env, digest, period)
+
+    def sendgrid() -> Transport:
+        return make_transport("sendgrid", env.config, edition_key=edition.key, now=env.now)
+
+    result = runner.cancel_edition(
+        edition, store=env.store, make_transport=sendgrid, now=env.now, sleep=time.sleep
+    )
     batches = "batch" if result.batches == 1 else "batches"
     click.echo(f"cancelled {result.batches} {batches}, {result.rows} deliveries back to pending")
     if result.missed:

@@ -15,7 +15,7 @@ too, and a crash mid-send resumes without sending anyone twice.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -132,7 +132,10 @@ def send_winner(
         transport=transport,
         secret=secret,
         now=now,
-        options=options,
+        # the rest of the list was never planned: the winner's send adds it on purpose
+        options=replace(
+            options or sending.SendOptions(batch_size=config.delivery.batch_size), include_new=True
+        ),  # fmt: skip
         assign=rest_assigner(edition, decision.variant),
         **send_kwargs,
     )

@@ -22,6 +22,7 @@ from digest.store.editions import EditionStore
 from digest.store.events import EventStore
 from digest.store.experiments import ExperimentStore
 from digest.store.migrate import check_version
+from digest.store.schedules import ScheduleStore
 from digest.store.subscribers import SubscriberStore
 
 
@@ -35,6 +36,7 @@ class Store:
     events: EventStore
     experiments: ExperimentStore
     consents: ConsentStore
+    schedules: ScheduleStore
 
     def close(self) -> None:
         self.engine.dispose()
@@ -99,6 +101,7 @@ def open_store(url: str, *, create: bool = True) -> Store:
         events=EventStore(engine),
         experiments=ExperimentStore(engine),
         consents=ConsentStore(engine),
+        schedules=ScheduleStore(engine),
     )
 
 

@@ -26,6 +26,7 @@ from sqlalchemy import (
     cast,
     func,
     literal,
+    or_,
     select,
     update,
 )
@@ -37,6 +38,7 @@ from digest.store.busy import retry_locked
 from digest.store.locks import edition_lock
 from digest.store.schema import (
     UTCDateTime,
+    audiences,
     changed,
     deliveries,
     editions,
@@ -78,10 +80,12 @@ class DeliveryStore:
         assign: Callable[[int, Sequence[str]], tuple[str, str] | None],
         *,
         now: datetime,
+        digest: tuple[str, bool] | None = None,
     ) -> int:
         """Add a pending row per active subscriber that `assign(id, topics)` gives a
         (content key, variant); rows that exist already stay as they are. Returns how many
-        were added.
+        were added. With `digest` (key, whether it is the project's first digest), only
+        subscribers who chose that digest are planned (no choice means the first digest).
 
         Each chunk is inserted content key by content key (INSERT … SELECT), so the rows a
         send batch claims together sit side by side in the table: claiming and recording a
@@ -91,7 +95,7 @@ class DeliveryStore:
         planned = select(_d.id).where(_d.edition_key == edition_key, _d.subscriber_id == s.id)
         query = (
             # topics as their stored JSON text: subscribers share a few lists, decoded once each
-            select(s.id, cast(s.topics, Text))
+            select(s.id, cast(s.topics, Text), cast(s.digests, Text))
             .where(
                 s.id > bindparam("last"),
                 s.status == "active",
@@ -108,7 +112,9 @@ class DeliveryStore:
             if not rows:
                 return 0, None
             groups: dict[tuple[str, str], list[int]] = {}
-            for sid, text in rows:
+            for sid, text, chosen in rows:
+                if digest is not None and not _chose(chosen, *digest):
+                    continue
                 topics = decoded.get(text)
                 if topics is None:
                     if len(decoded) > TOPIC_CACHE:  # keep memory flat on varied lists
@@ -132,6 +138,50 @@ class DeliveryStore:
             added, last = self._write("plan", lambda conn: chunk(conn, at))  # noqa: B023
             total += added
         return total
+
+    def fix_audience(self, edition_key: str, *, now: datetime) -> None:
+        """Mark the edition's audience as planned: later sends add nobody (unless asked)."""
+        dialect = self.engine.dialect.name
+        insert = (postgresql if dialect == "postgresql" else sqlite).insert(audiences)
+        stmt = insert.values(edition_key=edition_key, fixed_at=now).on_conflict_do_nothing()
+        self._write("fix the audience", lambda conn: conn.execute(stmt))
+
+    def audience_fixed(self, edition_key: str) -> bool:
+        query = select(audiences.c.fixed_at).where(audiences.c.edition_key == edition_key)
+        with self.engine.connect() as conn:
+            return conn.execute(query).first() is not None
+
+    def stamp_send_after(
+        self, edition_key: str, moment: Callable[[str], datetime], *, now: datetime
+    ) -> int:
+        """Give each pending row with no moment yet the moment `moment(zone)` of its
+        subscriber's time zone (local-time delivery); returns how many rows got one."""
+        s = subscribers.c
+        zones_query = (
+            select(s.timezone)
+            .join(deliveries, _d.subscriber_id == s.id)
+            .where(_d.edition_key == edition_key, _d.state == "pending", _d.send_after.is_(None))
+            .distinct()
+        )
+
+        def work(conn: Connection) -> int:
+            stamped = 0
+            for zone in [r.timezone for r in conn.execute(zones_query)]:
+                of_zone = select(s.id).where(s.timezone == zone)
+                stmt = (
+                    update(deliveries)
+                    .where(
+                        _d.edition_key == edition_key,
+                        _d.state == "pending",
+                        _d.send_after.is_(None),
+                        _d.subscriber_id.in_(of_zone),
+                    )
+                    .values(send_after=moment(zone), updated_at=now)
+                )
+                stamped += changed(conn, stmt, _d.id)
+            return stamped
+
+        return self._write("stamp send moments", work)
 
     def _insert_from(
         self, edition_key: str, key: str, variant: str, ids: list[int], now: datetime
@@ -165,11 +215,11 @@ class DeliveryStore:
         raise DigestError(f"store: the delivery ledger does not support {dialect!r}")
 
     # -- the send loop -------------------------------------------------------
-    def content_keys(self, edition_key: str) -> list[str]:
-        """Content keys that still have pending rows, in a stable order."""
+    def content_keys(self, edition_key: str, *, due: datetime | None = None) -> list[str]:
+        """Content keys that still have pending rows (due by `due`), in a stable order."""
         query = (
             select(_d.content_key)
-            .where(_d.edition_key == edition_key, _d.state == "pending")
+            .where(_d.edition_key == edition_key, _d.state == "pending", *_due(due))
             .group_by(_d.content_key)
             .order_by(func.min(_d.id))
         )
@@ -193,10 +243,17 @@ class DeliveryStore:
         )
 
     def pending(
-        self, edition_key: str, content_key: str, limit: int, *, after: int = 0
+        self,
+        edition_key: str,
+        content_key: str,
+        limit: int,
+        *,
+        after: int = 0,
+        due: datetime | None = None,
     ) -> list[LedgerRow]:
-        """Up to `limit` pending rows of one content key with ids above `after`, read but
-        not claimed (a send composes them while the previous batch is in flight)."""
+        """Up to `limit` pending rows of one content key with ids above `after` (and a moment
+        no later than `due`), read but not claimed (a send composes them while the previous
+        batch is in flight)."""
         s = subscribers.c
         query = (
             select(
@@ -213,6 +270,7 @@ class DeliveryStore:
                 _d.state == "pending",
                 _d.content_key == content_key,
                 _d.id > after,
+                *_due(due),
             )
             .order_by(_d.id)
             .limit(limit)
@@ -491,6 +549,19 @@ class DeliveryStore:
             for row in rows:
                 yield dict(row._mapping)
             last = rows[-1].id
+
+
+def _due(due: datetime | None) -> tuple[Any, ...]:
+    """Rows with no moment of their own, or one no later than `due` (no condition if None)."""
+    if due is None:
+        return ()
+    return (or_(_d.send_after.is_(None), _d.send_after <= due),)
+
+
+def _chose(chosen: str | None, digest: str, first: bool) -> bool:
+    """Whether a subscriber's stored digest choice (JSON text) includes `digest`."""
+    keys = json.loads(chosen) if chosen else None
+    return digest in keys if keys else first
 
 
 def _chunks(ids: list[int], size: int = 900) -> Iterator[list[int]]:

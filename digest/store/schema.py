@@ -90,6 +90,7 @@ subscribers = Table(
     Column("email", String(320), nullable=False, unique=True),  # normalized, lower-case
     Column("name", Text, nullable=False, default=""),
     Column("topics", JSON, nullable=False),  # list of topic keys
+    Column("digests", JSON),  # digest keys chosen; null or empty: the first digest only
     Column("timezone", String(64), nullable=False, default="UTC"),
     Column("locale", String(16), nullable=False, default="en"),
     Column("status", String(16), nullable=False, index=True),
@@ -119,6 +120,7 @@ deliveries = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("sent_at", UTCDateTime),
+    Column("send_after", UTCDateTime),  # local-time delivery: not sent before this moment
     UniqueConstraint("edition_key", "subscriber_id", name="uq_delivery_edition_subscriber"),
     Index("ix_deliveries_edition_state", "edition_key", "state", "content_key", "id"),
 )
@@ -182,4 +184,44 @@ consents = Table(
     Column("given_at", UTCDateTime),
     Column("confirmed_at", UTCDateTime),  # null: a signup not (yet) confirmed
     Column("created_at", UTCDateTime, nullable=False),
+)
+
+# Once a send has planned an edition's audience, later runs never add to it.
+audiences = Table(
+    "audiences",
+    metadata,
+    Column("edition_key", String(128), primary_key=True),
+    Column("fixed_at", UTCDateTime, nullable=False),
+)
+
+# Every change of an edition's state (draft, test-sent, approved, ...), with why.
+edition_log = Table(
+    "edition_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("edition_key", String(128), nullable=False, index=True),
+    Column("state", String(16), nullable=False),
+    Column("note", Text, nullable=False, default=""),
+    Column("at", UTCDateTime, nullable=False),
+)
+
+# One row per step (build, test, send) of each scheduled send, so no step runs twice.
+schedule_runs = Table(
+    "schedule_runs",
+    metadata,
+    Column("digest", String(64), primary_key=True),
+    Column("due_at", UTCDateTime, primary_key=True),  # the cron occurrence
+    Column("step", String(16), primary_key=True),
+    Column("outcome", String(16), nullable=False),  # done | skipped | missed | failed
+    Column("edition_key", String(128), nullable=False),
+    Column("note", Text, nullable=False, default=""),
+    Column("at", UTCDateTime, nullable=False),
+)
+
+# How far `digest run-due` has looked, per digest: runs missed since then are reported.
+schedule_marks = Table(
+    "schedule_marks",
+    metadata,
+    Column("digest", String(64), primary_key=True),
+    Column("checked_to", UTCDateTime, nullable=False),
 )

@@ -1,4 +1,4 @@
-"""`/p/<token>`: the preference center (topics, time zone), safe from CSRF without cookies."""
+"""`/p/<token>`: the preference center (topics, digests, time zone), CSRF-safe, no cookies."""
 
 from __future__ import annotations
 
@@ -44,8 +44,19 @@ def save(token: str) -> tuple[str, int]:
         return _render(token, subscriber, error="Choose at least one topic, or unsubscribe."), 400
     if timezone not in _zones():
         return _render(token, subscriber, error=f"Unknown time zone: {timezone}."), 400
+    digests = subscriber.digests
+    if request.form.get("digests_shown"):  # the page offers a choice when there are several
+        keys = [d.key for d in ctx.config.digests]
+        picked = request.form.getlist("digests")
+        if not picked or any(k not in keys for k in picked):
+            error = "Choose at least one digest, or unsubscribe."
+            return _render(token, subscriber, error=error), 400
+        digests = tuple(k for k in keys if k in picked)
     # Keep the configured section order, whatever order the browser sent.
-    updated = replace(subscriber, topics=tuple(k for k in known if k in chosen), timezone=timezone)
+    updated = replace(
+        subscriber, topics=tuple(k for k in known if k in chosen), timezone=timezone,
+        digests=digests,
+    )  # fmt: skip
     if updated != subscriber:
         ctx.store.subscribers.update(updated, now=ctx.now())
     return _render(token, updated, saved=True), 200
@@ -58,6 +69,8 @@ def _render(token: str, subscriber: Subscriber, *, error: str = "", saved: bool 
         "preferences.html",
         subscriber=subscriber,
         topics=ctx.config.topics,
+        digests=ctx.config.digests,
+        chosen_digests=subscriber.digests or (ctx.config.digests[0].key,),
         zones=_zones(),
         csrf=form_signature(ctx.secret, token),
         error=error,
