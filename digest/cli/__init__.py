@@ -118,9 +118,9 @@ def cli(ctx: click.Context, config_path: str, debug: bool, now: datetime | None)
 
 
 def _register() -> None:
-    from digest.cli import build, check, events, ingest, preview, send, serve, subscribers
+    from digest.cli import build, check, edition, events, ingest, preview, send, serve, subscribers
 
-    for module in (check, ingest, build, preview, send, subscribers, events, serve):
+    for module in (check, ingest, build, edition, preview, send, subscribers, events, serve):
         for command in module.COMMANDS:
             cli.add_command(command)
 

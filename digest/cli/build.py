@@ -1,52 +1,18 @@
-"""`digest build` (select and freeze an edition) and `digest edition` (editor adjustments)."""
+"""`digest build`: select and freeze an edition."""
 
 from __future__ import annotations
-
-import json
-from collections.abc import Callable
 
 import click
 
 from digest import select
 from digest.cli import Env, pass_env
-from digest.editions import Edition
+from digest.cli.edition import print_edition, week_option
 from digest.weeks import current_week
-
-TITLE_WIDTH = 48
-
-
-def _week_option(required: bool) -> Callable[[click.decorators.FC], click.decorators.FC]:
-    more = "" if required else " Default: the current week in the digest's time zone."
-    return click.option(
-        "--week", required=required, metavar="W", help=f"ISO week, e.g. 2026-W48.{more}"
-    )
-
-
-def _print(env: Env, edition: Edition, as_json: bool) -> None:
-    """The edition as JSON only, or as a table followed by what selection did."""
-    if as_json:
-        click.echo(json.dumps(edition.to_dict(), indent=2, ensure_ascii=False))
-        return
-    tz = env.config.digest_timezone(env.config.digest(edition.digest))
-    click.echo(f"{edition.key} ({edition.status}): {len(edition.items)} articles")
-    rows = [("#", "topic", "id", "title", "published", "reason")]
-    for item in edition.items:
-        title = item.article.title
-        if len(title) > TITLE_WIDTH:
-            title = title[: TITLE_WIDTH - 1].rstrip() + "…"
-        published = item.article.published_at.astimezone(tz).date().isoformat()
-        rows.append((str(item.rank), item.topic, item.article.id, title, published, item.reason))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    for row in rows:
-        cells = [c.ljust(w) for c, w in zip(row, widths, strict=False)]
-        click.echo("  ".join([*cells, row[-1]]).rstrip())
-    for note in edition.notes:
-        click.echo(f"- {note}")
 
 
 @click.command("build")
 @click.argument("digest")
-@_week_option(required=False)
+@week_option(required=False)
 @click.option("--force", is_flag=True, help="Select again, replacing an edition not yet sent.")
 @click.option("--json", "as_json", is_flag=True, help="Print the edition as JSON only.")
 @pass_env
@@ -65,101 +31,7 @@ def build_command(env: Env, digest: str, week: str | None, force: bool, as_json:
     if week is None:
         week = current_week(env.now(), config.digest_timezone(config.digest(digest))).label
     edition = select.select_edition(config, env.store, digest, week, now=env.now(), force=force)
-    _print(env, edition, as_json)
+    print_edition(env, edition, as_json)
 
 
-@click.group("edition")
-def edition_group() -> None:
-    """Show an edition, and pin, drop, move or approve its articles before it is sent.
-
-    \b
-    Example:
-      digest edition show weekly --week 2026-W48
-      digest edition pin weekly --week 2026-W48 3f9c2a7d1e0b4c55
-      digest edition approve weekly --week 2026-W48
-    """
-
-
-@edition_group.command("show")
-@click.argument("digest")
-@_week_option(required=True)
-@click.option("--json", "as_json", is_flag=True, help="Print the edition as JSON only.")
-@pass_env
-def show_command(env: Env, digest: str, week: str, as_json: bool) -> None:
-    """Print an edition: its articles with ids, ranks and reasons, then its notes.
-
-    \b
-    Example:
-      digest edition show weekly --week 2026-W48 --json
-    """
-    _print(env, select.load_edition(env.config, env.store, digest, week), as_json)
-
-
-def _adjust(env: Env, digest: str, week: str, change: Callable[[Edition], Edition]) -> None:
-    edition = select.adjust_edition(env.config, env.store, digest, week, change, now=env.now())
-    _print(env, edition, as_json=False)
-
-
-@edition_group.command("pin")
-@click.argument("digest")
-@_week_option(required=True)
-@click.argument("article_id")
-@pass_env
-def pin_command(env: Env, digest: str, week: str, article_id: str) -> None:
-    """Pin an article: it goes first in its section.
-
-    \b
-    Example:
-      digest edition pin weekly --week 2026-W48 3f9c2a7d1e0b4c55
-    """
-    _adjust(env, digest, week, lambda e: select.pin(e, article_id))
-
-
-@edition_group.command("drop")
-@click.argument("digest")
-@_week_option(required=True)
-@click.argument("article_id")
-@pass_env
-def drop_command(env: Env, digest: str, week: str, article_id: str) -> None:
-    """Take an article out of the edition.
-
-    \b
-    Example:
-      digest edition drop weekly --week 2026-W48 3f9c2a7d1e0b4c55
-    """
-    _adjust(env, digest, week, lambda e: select.drop(e, article_id))
-
-
-@edition_group.command("move")
-@click.argument("digest")
-@_week_option(required=True)
-@click.argument("article_id")
-@click.option(
-    "--to", "position", type=int, required=True, help="New position in its section, 1 = first."
-)
-@pass_env
-def move_command(env: Env, digest: str, week: str, article_id: str, position: int) -> None:
-    """Move an article to another position within its section.
-
-    \b
-    Example:
-      digest edition move weekly --week 2026-W48 3f9c2a7d1e0b4c55 --to 1
-    """
-    _adjust(env, digest, week, lambda e: select.move(e, article_id, position))
-
-
-@edition_group.command("approve")
-@click.argument("digest")
-@_week_option(required=True)
-@pass_env
-def approve_command(env: Env, digest: str, week: str) -> None:
-    """Approve an edition for sending; after this it can no longer be changed.
-
-    \b
-    Example:
-      digest edition approve weekly --week 2026-W48
-    """
-    _adjust(env, digest, week, select.approve)
-
-
-COMMANDS: list[click.Command] = [build_command, edition_group]
+COMMANDS: list[click.Command] = [build_command]

@@ -50,8 +50,14 @@ class EditionStore:
             _write_carried(conn, edition)
 
     def update(self, edition: Edition, *, approved_at: datetime | None = None) -> None:
-        """Rewrite an edition after an editor's change (pin, drop, reorder, approve)."""
+        """Rewrite an edition after an editor's change (pin, drop, reorder, set, approve).
+
+        Refused inside the same transaction once the edition has deliveries: a sent
+        edition is frozen.
+        """
         with self.engine.begin() as conn:
+            if _has_deliveries(conn, edition.key):
+                raise UsageError(f"edition {edition.key} has deliveries; it can no longer be changed")
             values: dict[str, object] = {"status": edition.status, "data": edition.to_dict()}
             if approved_at is not None:
                 values["approved_at"] = approved_at
