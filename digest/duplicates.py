@@ -15,6 +15,7 @@ recall on it.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
@@ -30,6 +31,7 @@ TOP_TERMS = 16  # each article is indexed under this many of its highest-weighte
 BODY_CHARS = 1500  # the opening of the body that is compared (HTML characters)
 BODY_WORDS = 60
 MAX_POSTING = 100  # a term among the top terms of more articles than this tells nothing
+MIN_TOP_SHARED = 2  # a pair is compared when it shares this many of those top terms
 MIN_SHARED = 4  # fewer shared terms than this is never one story ("Markets rally"/"slump")
 
 
@@ -134,11 +136,10 @@ def candidates(articles: Sequence[Article]) -> Iterator[tuple[int, int, Features
                 by_url[d.url] = i
     postings: dict[str, list[int]] = defaultdict(list)
     for i, d in enumerate(docs):
-        top = sorted(d.vector, key=lambda term: (-d.vector[term], term))[:TOP_TERMS]
-        for term in top:
+        for term, _weight in heapq.nlargest(TOP_TERMS, d.vector.items(), key=_by_weight):
             postings[term].append(i)
     window = WINDOW.total_seconds()
-    seen: set[tuple[int, int]] = set()
+    together: Counter[tuple[int, int]] = Counter()
     for members in postings.values():
         if not 2 <= len(members) <= MAX_POSTING:
             continue
@@ -147,10 +148,14 @@ def candidates(articles: Sequence[Article]) -> Iterator[tuple[int, int, Features
             for j in members[x + 1 :]:
                 if docs[j].at - docs[i].at > window:
                     break
-                pair = (i, j) if i < j else (j, i)
-                if pair not in seen:
-                    seen.add(pair)
-                    yield (*pair, features(docs[pair[0]], docs[pair[1]]))
+                together[(i, j) if i < j else (j, i)] += 1
+    for (i, j), count in together.items():
+        if count >= MIN_TOP_SHARED:
+            yield i, j, features(docs[i], docs[j])
+
+
+def _by_weight(item: tuple[str, float]) -> tuple[float, str]:
+    return item[1], item[0]
 
 
 def features(a: _Doc, b: _Doc) -> Features:
@@ -183,9 +188,10 @@ def _weigh(docs: list[_Doc]) -> None:
     for d in docs:
         df.update(d.terms.keys())
     n = len(docs)
+    idf = {term: 1 + math.log((n + 1) / (count + 1)) for term, count in df.items()}
     for d in docs:
         weights = {
-            term: (1 + math.log(count)) * (1 + math.log((n + 1) / (df[term] + 1)))
+            term: (1 + math.log(count) if count > 1 else 1.0) * idf[term]
             for term, count in d.terms.items()
         }
         norm = math.sqrt(sum(w * w for w in weights.values())) or 1.0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import math
 import re
+from functools import lru_cache
 from html.parser import HTMLParser
 
 WORDS_PER_MINUTE = 230
@@ -148,6 +149,7 @@ _WORD = re.compile(r"[a-z0-9]+")
 _NAME = re.compile(r"\b(?:[A-Z][A-Za-z0-9]*|[0-9]+[A-Za-z%]*)\b")
 
 
+@lru_cache(maxsize=1 << 16)  # news text repeats its words: stemming is the hot loop
 def stem(word: str) -> str:
     """A crude stem ('rates' and 'rated' -> 'rat'); number words become digits."""
     word = _NUMBERS.get(word, word)
