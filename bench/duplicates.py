@@ -42,7 +42,8 @@ def centre(grid: list[tuple[float, Thresholds]]) -> Thresholds:
     mean = [sum(getattr(t, k) for t in best) / len(best) for k in Thresholds.__annotations__]
 
     def distance(t: Thresholds) -> float:
-        return sum((getattr(t, k) - m) ** 2 for k, m in zip(Thresholds.__annotations__, mean))
+        names = Thresholds.__annotations__
+        return sum((getattr(t, k) - m) ** 2 for k, m in zip(names, mean, strict=True))
 
     return min(best, key=distance)
 

@@ -19,14 +19,14 @@ import sys
 # not bench/, first on the path before anything imports it.
 sys.path[0] = str(__import__("pathlib").Path(__file__).resolve().parent.parent)
 
-import argparse
-import os
-import platform
-import random
-import tempfile
-import time
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+import argparse  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import random  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from datetime import UTC, datetime, timedelta  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,7 +43,9 @@ REFERENCE_UP_TO = 2000
 
 def articles(n: int, seed: int = 1) -> list[Article]:
     rng = random.Random(seed)
-    vocabulary = [f"{rng.choice('bcdfgklmnprst')}{rng.choice('aeiou')}{i:05d}" for i in range(30000)]
+    vocabulary = [
+        f"{rng.choice('bcdfgklmnprst')}{rng.choice('aeiou')}{i:05d}" for i in range(30000)
+    ]
     weights = [1 / (rank + 1) for rank in range(len(vocabulary))]
     people = [f"Name{i}" for i in range(4000)]
 
@@ -105,10 +107,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 2000, 5000, 10000])
     args = parser.parse_args()
-    print(f"{platform.python_implementation()} {platform.python_version()}, "
-          f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}")
-    print(f"{'articles':>9} {'build s':>8} {'cards':>6} {'dedup s':>8} {'stories':>8} "
-          f"{'all-pairs s':>12}")
+    print(
+        f"{platform.python_implementation()} {platform.python_version()}, "
+        f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}"
+    )
+    print(
+        f"{'articles':>9} {'build s':>8} {'cards':>6} {'dedup s':>8} {'stories':>8} "
+        f"{'all-pairs s':>12}"
+    )
     first: tuple[int, float] | None = None
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.sizes:
@@ -120,8 +126,10 @@ def main() -> None:
                 first = (n, build)
             else:
                 size_ratio, time_ratio = n / first[0], build / first[1]
-                print(f"{'':>9} x{time_ratio:.1f} build time for x{size_ratio:.0f} articles "
-                      f"(quadratic: x{size_ratio ** 2:.0f})")
+                print(
+                    f"{'':>9} x{time_ratio:.1f} build time for x{size_ratio:.0f} articles "
+                    f"(quadratic: x{size_ratio**2:.0f})"
+                )
 
 
 if __name__ == "__main__":

@@ -16,10 +16,11 @@ from html.parser import HTMLParser
 WORDS_PER_MINUTE = 230
 SUMMARY_MAX_CHARS = 300
 
-_BLOCKS = frozenset(
+_BLOCK_TAGS = (
     "p div br li ul ol h1 h2 h3 h4 h5 h6 section article header footer blockquote tr td th "
-    "table pre hr dd dt figure figcaption".split()
+    "table pre hr dd dt figure figcaption"
 )
+_BLOCKS = frozenset(_BLOCK_TAGS.split())
 _HIDDEN = frozenset({"script", "style", "template", "noscript"})
 # Quoted or captioned text is someone else's voice, not the author's.
 _QUOTED = frozenset({"blockquote", "figcaption", "pre", "code", "q"})
@@ -93,9 +94,9 @@ def sentences(text: str) -> list[str]:
     start = 0
     for m in _SENTENCE_END.finditer(text):
         last = text[start : m.start()].rsplit(" ", 1)[-1]
-        if m.group().startswith(".") and len(m.group().rstrip("\"”’')]")) == 1:
-            if is_abbreviation(last):
-                continue
+        one_stop = m.group().startswith(".") and len(m.group().rstrip("\"”’')]")) == 1
+        if one_stop and is_abbreviation(last):
+            continue
         out.append(text[start : m.end()].strip())
         start = m.end()
     if text[start:].strip():

@@ -68,10 +68,10 @@ _WHETHER_FIRST = re.compile(
 _DASH = re.compile(r"\s*(?:—|–|\s-{1,2}\s)")
 _READER = re.compile(r"\byou(?:r|rs|rself)?\b", re.IGNORECASE)
 _QUOTES = re.compile(r"[\"“”«»]")
-_AUX = frozenset(
+_AUX_WORDS = (
     "will would can could should shall may might must is are was were do does did has have had"
-    .split()
 )
+_AUX = frozenset(_AUX_WORDS.split())
 _WH = frozenset({"who", "what"})
 # The first words of an answer given straight after a question: the question was rhetorical.
 _ANSWER = re.compile(

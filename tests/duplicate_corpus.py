@@ -66,7 +66,9 @@ def load(split: str) -> tuple[list[Article], list[Pair]]:
 
 
 @cache
-def _compared(split: str) -> tuple[list[Article], list[Pair], list[tuple[int, int, Features | None]]]:
+def _compared(
+    split: str,
+) -> tuple[list[Article], list[Pair], list[tuple[int, int, Features | None]]]:
     articles, pairs = load(split)
     return articles, pairs, list(candidates(articles))
 

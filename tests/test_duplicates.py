@@ -67,10 +67,18 @@ def test_a_wire_retelling_naming_no_one_a_day_later_is_the_same_story() -> None:
 
 
 def test_opposite_headlines_and_a_follow_up_a_week_later_are_different_stories() -> None:
-    rally = _art("a", "Markets rally as inflation eases", "Stocks rose across Europe and Asia "
-                 "on Monday after figures showed US inflation eased more than expected in May.")
-    slump = _art("b", "Markets slump as inflation stays high", "Stocks fell across Europe and "
-                 "Asia on Monday after figures showed US inflation stayed higher than expected.")
+    rally = _art(
+        "a",
+        "Markets rally as inflation eases",
+        "Stocks rose across Europe and Asia "
+        "on Monday after figures showed US inflation eased more than expected in May.",
+    )
+    slump = _art(
+        "b",
+        "Markets slump as inflation stays high",
+        "Stocks fell across Europe and "
+        "Asia on Monday after figures showed US inflation stayed higher than expected.",
+    )
     later = _art("c", rally.title, rally.summary, at=WHEN + timedelta(days=7))
     assert not same_story(rally, slump)
     assert not same_story(rally, later)  # word for word, but a week on: its own story

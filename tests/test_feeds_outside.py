@@ -78,8 +78,11 @@ def test_a_truncated_feed_is_refused_whole_by_name_and_the_others_still_ingest(
             {"name": "Cut", "type": "rss", "path": "cut.rss"},
             {"name": "Tech", "type": "atom", "path": "tech.atom"},
         ],
-        {"world.rss": whole, "cut.rss": cut.replace("world.example.com", "cut.example.com"),
-         "tech.atom": ATOM},
+        {
+            "world.rss": whole,
+            "cut.rss": cut.replace("world.example.com", "cut.example.com"),
+            "tech.atom": ATOM,
+        },
     )
     result = run("ingest", expect=2)
     assert "Cut: failed, nothing stored" in result.stdout
@@ -94,7 +97,8 @@ def test_entities_injected_markup_and_abbreviations_survive_into_clean_summaries
     project: Path, run: Run
 ) -> None:
     path = _project(
-        project, [{"name": "World", "type": "rss", "path": "w.rss"}],
+        project,
+        [{"name": "World", "type": "rss", "path": "w.rss"}],
         {"w.rss": RSS.format(items=_items(2))},
     )
     run("ingest")
@@ -128,9 +132,7 @@ def test_unmapped_categories_are_listed_by_name_in_ingest_and_check(
 
 
 def test_atom_category_labels_map_to_topics(project: Path, run: Run) -> None:
-    path = _project(
-        project, [{"name": "Tech", "type": "atom", "path": "t.atom"}], {"t.atom": ATOM}
-    )
+    path = _project(project, [{"name": "Tech", "type": "atom", "path": "t.atom"}], {"t.atom": ATOM})
     run("ingest")
     chip = _stored(path)["Chip plant opens"]
     assert chip.topics == ("tech",) and chip.categories == ("Technology", "Crossword")

@@ -23,8 +23,8 @@ from digest.config import Config, Source, load_config
 from digest.errors import ConfigError, ExitCode
 from digest.sources import READERS, IngestReport, ingest, reader_for
 from digest.sources.normalize import map_topics
-from digest.text import lead
 from digest.store import Store, open_store
+from digest.text import lead
 
 DATA = Path(__file__).parent / "data" / "ingest"
 NOW = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)

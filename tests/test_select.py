@@ -11,9 +11,9 @@ from sqlalchemy import insert
 
 from digest.articles import Article
 from digest.config import Config
+from digest.editing import adjust_edition, approve, drop, move, pin
 from digest.editions import Edition
 from digest.errors import NotFoundError, UsageError
-from digest.editing import adjust_edition, approve, drop, move, pin
 from digest.select import select_edition
 from digest.store import Store
 from digest.store.schema import deliveries

@@ -40,9 +40,8 @@ def ingest_command(env: Env, names: tuple[str, ...], as_json: bool) -> None:
     progress = (lambda line: click.echo(line + "…", err=True)) if sys.stderr.isatty() else None
     report = ingest(env.config, env.store, now=env.now, names=names or None, progress=progress)
     if as_json:
-        click.echo(
-            json.dumps({"sources": [s.to_dict() for s in report.sources], "ok": report.ok}, indent=2)
-        )
+        data = {"sources": [s.to_dict() for s in report.sources], "ok": report.ok}
+        click.echo(json.dumps(data, indent=2))
     else:
         _print(report)
     if not report.ok:

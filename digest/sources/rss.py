@@ -17,10 +17,10 @@ from __future__ import annotations
 import html
 import time
 import xml.sax
-from xml.parsers import expat
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
+from xml.parsers import expat
 
 import feedparser
 

@@ -57,7 +57,9 @@ class EditionStore:
         """
         with self.engine.begin() as conn:
             if _has_deliveries(conn, edition.key):
-                raise UsageError(f"edition {edition.key} has deliveries; it can no longer be changed")
+                raise UsageError(
+                    f"edition {edition.key} has deliveries; it can no longer be changed"
+                )
             values: dict[str, object] = {"status": edition.status, "data": edition.to_dict()}
             if approved_at is not None:
                 values["approved_at"] = approved_at
