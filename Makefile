@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_WEEK ?= 2026-W48
 export DIGEST_SECRET ?= demo-secret-change-me
 
-.PHONY: demo test lint docs bench clean browser-deps
+.PHONY: demo test lint docs bench dist-check clean browser-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +29,14 @@ demo: $(STAMP)
 	@echo
 	@echo "Open outbox/weekly/$(DEMO_WEEK)/index.html in a browser, or read the .eml files beside it."
 
+# The whole suite on SQLite, then every store test again on a throwaway PostgreSQL server
+# (tests/pgserver.py starts it on a loopback port and stops it even when tests fail).
 test: $(STAMP) browser-deps
-	$(BIN)/python -m pytest -q
+	@status=0; \
+	DIGEST_TEST_POSTGRES= $(BIN)/python -m pytest -q || status=$$?; \
+	echo "== store tests on PostgreSQL =="; \
+	$(BIN)/python tests/pgserver.py $(BIN)/python -m pytest -q -m postgres || status=$$?; \
+	exit $$status
 
 # Rewrites the generated config and command references in README.md.
 docs: $(STAMP)
@@ -38,10 +44,18 @@ docs: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check digest tests bench
+	$(BIN)/ruff format --check digest tests bench
+	$(BIN)/mypy digest
 	$(BIN)/cog --check README.md
+
+# Build the wheel, install it in a clean venv outside the repo, `digest init` an empty
+# folder, run the commands it prints, serve, and open /subscribe and a one-click link.
+dist-check: $(STAMP)
+	$(BIN)/python tests/dist_check.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/send.py
+	$(BIN)/python bench/kill.py
 
 clean:
 	rm -rf $(VENV) outbox preview digest.db test-artifacts

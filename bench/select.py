@@ -20,6 +20,7 @@ import sys
 sys.path[0] = str(__import__("pathlib").Path(__file__).resolve().parent.parent)
 
 import argparse  # noqa: E402
+import itertools  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
 import random  # noqa: E402
@@ -46,11 +47,11 @@ def articles(n: int, seed: int = 1) -> list[Article]:
     vocabulary = [
         f"{rng.choice('bcdfgklmnprst')}{rng.choice('aeiou')}{i:05d}" for i in range(30000)
     ]
-    weights = [1 / (rank + 1) for rank in range(len(vocabulary))]
+    cumulative = list(itertools.accumulate(1 / (rank + 1) for rank in range(len(vocabulary))))
     people = [f"Name{i}" for i in range(4000)]
 
     def words(k: int) -> str:
-        return " ".join(rng.choices(vocabulary, weights, k=k))
+        return " ".join(rng.choices(vocabulary, cum_weights=cumulative, k=k))
 
     out = []
     for i in range(n):

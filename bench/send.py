@@ -116,7 +116,6 @@ def _load() -> str:
 
 
 def _config(folder: Path, url: str, batch_size: int) -> Config:
-    shutil.copytree(ROOT / "templates", folder / "templates")
     text = (ROOT / "digest.yaml").read_text()
     text = text.replace("https://api.sendgrid.com", url)
     (folder / "digest.yaml").write_text(text)

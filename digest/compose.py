@@ -14,7 +14,8 @@ from urllib.parse import urlsplit
 
 from digest.config import Config
 from digest.editions import Edition
-from digest.render import PREFERENCES, UNSUBSCRIBE, compile_template, render_email
+from digest.experiments.variants import variant_renderer
+from digest.render import PREFERENCES, UNSUBSCRIBE
 from digest.tokens import LinkSigner
 from digest.transports.base import OutgoingEmail, Recipient
 
@@ -32,6 +33,8 @@ class Rendered(Protocol):
     def html(self) -> str: ...
     @property
     def text(self) -> str: ...
+    @property
+    def sender_name(self) -> str: ...  # empty: the configured sender.name
 
 
 # (topics, variant) -> content with link placeholders
@@ -90,14 +93,9 @@ class ContentCache:
 
 
 def default_renderer(config: Config, edition: Edition) -> Renderer:
-    """The project's template, compiled once, rendered with link placeholders."""
-    template = config.digest(edition.digest).template
-    compiled = compile_template(config.resolve(config.templates_dir), template)
-
-    def _render(topics: tuple[str, ...], _variant: str) -> Rendered:
-        return render_email(compiled, config, edition, topics, links=None)
-
-    return _render
+    """The digest's template (or each A/B variant's), compiled once, rendered with link
+    placeholders."""
+    return variant_renderer(config, edition)
 
 
 def list_id(config: Config, edition: Edition) -> str:
@@ -157,7 +155,7 @@ def compose(
         html=content.html,
         text=content.text,
         from_email=config.sender.address,
-        from_name=config.sender.name,
+        from_name=content.sender_name or config.sender.name,
         reply_to=config.sender.reply_to,
         recipients=tuple(recipients),
         headers={"List-Id": list_id(config, edition)},

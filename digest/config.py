@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -103,6 +104,103 @@ class Source(_Model):
         return self
 
 
+VARIANT_KEY = re.compile(r"^[A-Za-z0-9_]{1,16}$")
+_WAIT = re.compile(r"^(\d+)\s*([mhd])$")
+_SUBJECT_FIELDS = {"site": "S", "name": "N", "start": date(2026, 1, 5), "end": date(2026, 1, 11),
+                   "week": "2026-W02"}  # fmt: skip
+
+
+def _check_subject(pattern: str) -> str:
+    try:
+        pattern.format(**_SUBJECT_FIELDS)
+    except KeyError as exc:
+        raise ValueError(
+            f"unknown field {{{exc.args[0]}}} (known: {', '.join(_SUBJECT_FIELDS)})"
+        ) from None
+    except (ValueError, IndexError) as exc:
+        raise ValueError(f"invalid pattern: {exc}") from None
+    return pattern
+
+
+def wait_seconds(value: str) -> int:
+    """'90m', '4h', '2d' as seconds; ValueError saying the accepted form."""
+    m = _WAIT.match(value.strip())
+    if not m:
+        raise ValueError(f"{value!r}: use a number and m, h or d, e.g. 4h")
+    return int(m.group(1)) * {"m": 60, "h": 3600, "d": 86400}[m.group(2)]
+
+
+class Variant(_Model):
+    key: str = Field(description="Short name shown in reports and sent as a custom arg, e.g. `A`.")
+    template: str | None = Field(None, description="Template name; default the digest's.")
+    subject: str | None = Field(None, description="Subject pattern; default the digest's.")
+    preheader: str | None = Field(None, description="Inbox preheader; default the first titles.")
+    sender_name: str | None = Field(None, description="From display name; default sender.name.")
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, v: str) -> str:
+        if not VARIANT_KEY.match(v):
+            raise ValueError("use 1 to 16 letters, digits or '_'")
+        return v
+
+    @field_validator("subject")
+    @classmethod
+    def _subject(cls, v: str | None) -> str | None:
+        return None if v is None else _check_subject(v)
+
+
+class Experiment(_Model):
+    variants: list[Variant] = Field(
+        min_length=2, max_length=4, description="2 to 4 variants to compare."
+    )
+    test_share: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="Share of the list in the test, split evenly; the winner goes to the rest.",
+    )
+    wait: str = Field("4h", description="Test length before the decision, e.g. `90m`, `4h`, `1d`.")
+    metric: Literal["clicks", "human_opens", "opens", "click_to_open"] = Field(
+        "clicks",
+        description="What decides: clicks, human_opens (no machine opens), opens, click_to_open.",
+    )
+    min_sample: int = Field(1000, ge=1, description="Least denominator per variant for a verdict.")
+    alpha: float = Field(0.05, gt=0, lt=0.5, description="Significance level (two-sided).")
+    default: str | None = Field(
+        None, description="Variant sent to the rest when no winner; default the first."
+    )
+    seed: str | None = Field(
+        None, description="Key of the assignment hash; default the digest key."
+    )
+
+    @field_validator("wait")
+    @classmethod
+    def _wait(cls, v: str) -> str:
+        wait_seconds(v)
+        return v
+
+    @model_validator(mode="after")
+    def _variants(self) -> Experiment:
+        _no_repeats([v.key for v in self.variants], "variants", "key")
+        keys = [v.key for v in self.variants]
+        if self.default is not None and self.default not in keys:
+            known = ", ".join(keys)
+            raise ValueError(f"default: {self.default!r} is not a variant (known: {known})")
+        return self
+
+    @property
+    def default_variant(self) -> str:
+        return self.default or self.variants[0].key
+
+    @property
+    def wait_seconds(self) -> int:
+        return wait_seconds(self.wait)
+
+    def variant(self, key: str) -> Variant | None:
+        return next((v for v in self.variants if v.key == key), None)
+
+
 class Digest(_Model):
     key: Key = Field(description="Identifier used on the command line, e.g. `weekly`.")
     name: str = Field(description="Display name.")
@@ -118,8 +216,19 @@ class Digest(_Model):
     max_articles: int = Field(15, ge=1, le=200, description="Most articles per edition.")
     timezone: str | None = Field(None, description="Time zone of the week; default site's.")
     utm_campaign: str | None = Field(None, description="utm_campaign; default `KEY-WEEK`.")
+    experiment: Experiment | None = Field(None, description="An A/B test of this digest.")
+    archive: Literal["public", "unlisted", "off"] = Field(
+        "public",
+        description="Web archive: public (listed, in the feed), unlisted (edition pages by "
+        "link only), off (no pages, no view-in-browser link).",
+    )
 
     _k = field_validator("key")(classmethod(lambda cls, v: _check_key(v)))
+
+    @field_validator("archive", mode="before")
+    @classmethod
+    def _off(cls, v: object) -> object:
+        return "off" if v is False else v  # YAML reads a bare `off` as false
 
     @field_validator("timezone")
     @classmethod
@@ -133,6 +242,28 @@ class SendGridSettings(_Model):
     timeout: float = Field(30.0, gt=0, le=300, description="Seconds per HTTP request.")
     sandbox: bool = Field(False, description="Validate only; SendGrid delivers nothing.")
     categories: list[str] = Field(default_factory=list, description="Categories on every send.")
+    cancel_margin_seconds: int = Field(
+        600,
+        ge=1,
+        description="SendGrid withholds a cancelled batch only when cancelled at least this "
+        "long before its send time.",
+    )
+    strict_lead_seconds: int = Field(
+        660,
+        ge=2,
+        le=72 * 3600,
+        description="Strict mode: each request is scheduled this far ahead, so a request in "
+        "doubt can still be cancelled; must exceed cancel_margin_seconds.",
+    )
+
+    @model_validator(mode="after")
+    def _lead_after_margin(self) -> SendGridSettings:
+        if self.strict_lead_seconds <= self.cancel_margin_seconds:
+            raise ValueError(
+                f"strict_lead_seconds ({self.strict_lead_seconds}) must be greater than "
+                f"cancel_margin_seconds ({self.cancel_margin_seconds})"
+            )
+        return self
 
 
 class SmtpSettings(_Model):
@@ -149,6 +280,17 @@ class SmtpSettings(_Model):
     )
 
 
+class DkimSettings(_Model):
+    domain: str = Field(description="Signing domain (d=); usually the sender's domain.")
+    selector: str = Field(description="Selector (s=): the key is published at S._domainkey.D.")
+    key_file: str | None = Field(
+        None, description="PEM private key file, relative to digest.yaml; else from key_env."
+    )
+    key_env: str = Field(
+        "DKIM_PRIVATE_KEY", description="Environment variable holding the PEM private key."
+    )
+
+
 class Delivery(_Model):
     transport: Literal["outbox", "smtp", "sendgrid"] = Field(
         "outbox", description="Default transport."
@@ -162,8 +304,17 @@ class Delivery(_Model):
     )
     max_attempts: int = Field(5, ge=1, le=20, description="Tries per batch on retryable faults.")
     max_retry_seconds: float = Field(300.0, gt=0, description="Total time spent waiting to retry.")
+    max_failed_batches: int = Field(
+        5,
+        ge=1,
+        le=1000,
+        description="Stop the run after this many batches in a row failed for every recipient.",
+    )
     sendgrid: SendGridSettings = Field(default_factory=SendGridSettings)  # type: ignore[arg-type]
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)  # type: ignore[arg-type]
+    dkim: DkimSettings | None = Field(
+        None, description="DKIM-sign SMTP and outbox messages; unset: no signature."
+    )
 
 
 class Web(_Model):
@@ -183,7 +334,9 @@ class Config(_Model):
         "sqlite:///digest.db",
         description="SQLAlchemy URL; SQLite paths are relative to digest.yaml.",
     )
-    templates_dir: str = Field("templates", description="Email templates folder.")
+    templates_dir: str = Field(
+        "templates", description="Templates folder; its files override digest's own, by name."
+    )
     subscribers_dir: str = Field("subscribers", description="Default subscriber files folder.")
     delivery: Delivery = Field(default_factory=Delivery)  # type: ignore[arg-type]
     web: Web = Field(default_factory=Web)  # type: ignore[arg-type]

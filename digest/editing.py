@@ -11,9 +11,8 @@ from datetime import datetime
 from typing import Protocol
 
 from digest.config import Config
-from digest.editions import Change, Edition, EditionItem
+from digest.editions import Change, Edition, EditionItem, find_edition
 from digest.errors import NotFoundError, UsageError
-from digest.weeks import parse_week
 
 EDITOR = "editor"  # the prompt origin of a prompt an editor wrote
 LIMITS = {"title": 200, "summary": 1000, "prompt": 300, "intro": 1000}  # characters
@@ -32,17 +31,6 @@ class EditingStore(Protocol):
     def editions(self) -> EditionBook: ...
 
 
-def load_edition(config: Config, store: EditingStore, digest_key: str, period: str) -> Edition:
-    """The stored edition of `digest_key` for ISO week `period`, or NotFoundError."""
-    digest = config.digest(digest_key)
-    week = parse_week(period, config.digest_timezone(digest))
-    edition = store.editions.get(f"{digest.key}/{week.label}")
-    if edition is None:
-        hint = f"digest build {digest.key} --week {week.label}"
-        raise NotFoundError(f"no edition {digest.key}/{week.label}", hint=hint)
-    return edition
-
-
 def adjust_edition(
     config: Config,
     store: EditingStore,
@@ -56,7 +44,7 @@ def adjust_edition(
 
     Refused once the edition is approved or has deliveries: what was approved or sent stays.
     """
-    edition = load_edition(config, store, digest_key, period)
+    edition = find_edition(config, store.editions, digest_key, period)
     if edition.status == "approved":
         raise UsageError(
             f"edition {edition.key} is approved; it can no longer be changed",
@@ -121,9 +109,12 @@ def set_card(
     if field == "prompt":
         old = item.thoughts
         changed = replace(item, thoughts=new, prompt_origin=EDITOR)
-    elif field in ("summary", "title"):
-        old = getattr(item.article, field)
-        changed = replace(item, article=replace(item.article, **{field: new}))
+    elif field == "summary":
+        old = item.article.summary
+        changed = replace(item, article=replace(item.article, summary=new))
+    elif field == "title":
+        old = item.article.title
+        changed = replace(item, article=replace(item.article, title=new))
     else:
         raise UsageError(f"unknown card field {field!r} (known: prompt, summary, title)")
     if new == old:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from digest.articles import Article
+from digest.config import Config
+from digest.errors import NotFoundError
+from digest.weeks import parse_week
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,13 @@ class Edition:
     def ai_generated(self) -> bool:
         return any(i.article.ai_generated for i in self.items)
 
+    def same_content(self, other: Edition) -> bool:
+        """Whether `other` carries exactly what this edition carries (its status aside)."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        mine.pop("status")
+        theirs.pop("status")
+        return mine == theirs
+
     def with_items(self, items: tuple[EditionItem, ...]) -> Edition:
         return replace(self, items=items)
 
@@ -135,3 +145,28 @@ class Edition:
             changes=tuple(Change.from_dict(c) for c in d.get("changes", ())),
             items=tuple(EditionItem.from_dict(i) for i in d["items"]),
         )
+
+
+# -- finding a stored edition -----------------------------------------------------------
+class EditionReader(Protocol):
+    """The store operation a lookup needs (implemented by store.editions.EditionStore)."""
+
+    def get(self, key: str) -> Edition | None: ...
+
+
+def edition_key(config: Config, digest_key: str, period: str) -> str:
+    """`DIGEST/YYYY-Www` for a known digest and a week as typed (`2026-w48` → `2026-W48`);
+    a ConfigError for an unknown digest, a UsageError for a week that is not one."""
+    digest = config.digest(digest_key)
+    return f"{digest.key}/{parse_week(period, config.digest_timezone(digest)).label}"
+
+
+def find_edition(config: Config, editions: EditionReader, digest_key: str, period: str) -> Edition:
+    """The stored edition of `digest_key` for the week `period`; NotFoundError naming the
+    command that builds it. Every command that reads an edition goes through here."""
+    key = edition_key(config, digest_key, period)
+    edition = editions.get(key)
+    if edition is None:
+        digest, week = key.split("/")
+        raise NotFoundError(f"no edition {key}", hint=f"digest build {digest} --week {week}")
+    return edition

@@ -12,6 +12,9 @@ class ExitCode(IntEnum):
     ERROR = 1  # a run-time failure: store, network, a provider refusing the whole run
     BAD_INPUT = 2  # config, template, source or subscriber file is invalid; usage errors
     DELIVERY_FAILED = 3  # the run finished but some deliveries failed (see the summary)
+    PROVIDER_REFUSED = 4  # the provider refused the account, or N batches in a row failed
+    BUSY = 5  # another command held the store or the edition for too long; run again
+    PREFLIGHT_FAILED = 6  # preflight found an error: nothing was sent
     INTERRUPTED = 130
 
 
@@ -84,8 +87,39 @@ class NotFoundError(DigestError):
 
 
 class TransportError(DigestError):
-    """A transport could not deliver; `retryable` says whether trying again can help."""
+    """A transport could not deliver; what the failure proves is in the flags (see SendResult)."""
 
-    def __init__(self, message: str, *, retryable: bool, hint: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        hint: str | None = None,
+        in_doubt: bool = False,
+        fatal: bool = False,
+    ) -> None:
         super().__init__(message, hint=hint)
         self.retryable = retryable
+        self.in_doubt = in_doubt
+        self.fatal = fatal
+
+
+class ProviderRefusedError(DigestError):
+    """The provider refused the account (or every batch in a row): the run stopped at once.
+
+    Rows not yet delivered stay pending; fix the cause and run the same command again.
+    """
+
+    exit_code = ExitCode.PROVIDER_REFUSED
+
+
+class BusyError(DigestError):
+    """The store stayed locked by another command past the wait bound; nothing was lost."""
+
+    exit_code = ExitCode.BUSY
+
+
+class PreflightError(DigestError):
+    """Preflight checks found an error, so the edition is not sent."""
+
+    exit_code = ExitCode.PREFLIGHT_FAILED

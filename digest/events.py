@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from digest.errors import InputError
 
 PROVIDER = "sendgrid"
+EVENT_CHUNK = 1000  # events stored per transaction
 # Analytics events are stored as they are; the rest may also suppress an address.
 ANALYTICS = frozenset({"processed", "delivered", "deferred", "open", "click"})
 KNOWN = ANALYTICS | {
@@ -54,6 +55,7 @@ class Event:
     type: str = ""  # bounce type: "bounce" (hard) or "blocked" (soft)
     category: tuple[str, ...] = ()
     url: str = ""
+    message_id: str = ""  # SendGrid's X-Message-Id (sg_message_id up to its first dot)
     test: bool = False  # a test send to editors (custom arg test=true)
     raw: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
@@ -157,6 +159,7 @@ def _event(item: object) -> Event | None:
         type=str(item.get("type") or ""),
         category=(category,) if isinstance(category, str) else tuple(str(c) for c in category),
         url=str(item.get("url") or ""),
+        message_id=str(item.get("sg_message_id") or "").partition(".")[0][:256],
         test=str(item.get("test", "")).lower() == "true",
         raw=item,
     )
@@ -204,8 +207,15 @@ def suppression_for(event: Event) -> Suppression | None:
 def apply_events(
     store: HasEvents, events: Sequence[Event], *, now: datetime, ignored: int = 0
 ) -> EventReport:
-    """Store new events and apply their suppressions, all in one transaction."""
-    stored, duplicates, suppressed = store.events.record(
-        [(e, suppression_for(e)) for e in events], now=now
-    )
-    return EventReport(stored, duplicates, ignored, suppressed)
+    """Store new events and apply their suppressions, one short transaction per chunk.
+
+    Short transactions keep SQLite's single writer free for a send running meanwhile.
+    Events are stored once on their provider id, so after a failure part way, importing
+    the same events again stores only what is missing.
+    """
+    totals = [0, 0, 0]  # stored, duplicates, suppressed
+    for start in range(0, len(events), EVENT_CHUNK):
+        chunk = events[start : start + EVENT_CHUNK]
+        counts = store.events.record([(e, suppression_for(e)) for e in chunk], now=now)
+        totals = [a + b for a, b in zip(totals, counts, strict=True)]
+    return EventReport(totals[0], totals[1], ignored, totals[2])

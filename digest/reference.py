@@ -38,9 +38,7 @@ def _model_rows(model: type[BaseModel], prefix: str) -> list[str]:
             continue
         key = f"{prefix}{name}"
         annotation = field.annotation
-        inner = (
-            typing.get_args(annotation)[0] if typing.get_origin(annotation) is list else annotation
-        )
+        inner = _model_inside(annotation)
         if isinstance(inner, type) and issubclass(inner, BaseModel):
             suffix = "[]" if typing.get_origin(annotation) is list else ""
             rows.extend(_model_rows(inner, f"{key}{suffix}."))
@@ -54,6 +52,18 @@ def _model_rows(model: type[BaseModel], prefix: str) -> list[str]:
             f"| `{key}` | {_type_name(annotation)} | {default} | {field.description or ''} |"
         )
     return rows
+
+
+def _model_inside(annotation: Any) -> Any:
+    """The model in `list[Model]` or `Model | None`; else the annotation itself."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is list:
+        return args[0]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+        if len(models) == 1:
+            return models[0]
+    return annotation
 
 
 def config_reference() -> str:

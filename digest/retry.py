@@ -6,8 +6,7 @@ senders hit by the same rate limit; a provider's Retry-After is a floor, never i
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Protocol
 
 from digest.errors import TransportError
@@ -58,7 +57,12 @@ def call_transport(transport: Transport, email: OutgoingEmail) -> list[SendResul
     except TransportError as exc:
         return [
             SendResult(
-                delivery_id=r.delivery_id, ok=False, error=exc.message, retryable=exc.retryable
+                delivery_id=r.delivery_id,
+                ok=False,
+                error=exc.message,
+                retryable=exc.retryable,
+                in_doubt=exc.in_doubt,
+                fatal=exc.fatal,
             )
             for r in recipients
         ]
@@ -78,42 +82,3 @@ def call_transport(transport: Transport, email: OutgoingEmail) -> list[SendResul
         if r.delivery_id not in answered
     ]
     return [r for r in results if r.delivery_id in asked] + missing
-
-
-def settle(
-    email: OutgoingEmail,
-    results: list[SendResult],
-    *,
-    transport: Transport,
-    policy: RetryPolicy,
-    rng: Uniform,
-    sleep: Callable[[float], None],
-    record: Callable[[list[SendResult], int], None],
-) -> int:
-    """Record the results of `email`'s first call (`record(final, retries)`), sending again
-    what can be retried while the policy allows; every result ends recorded. Returns how
-    many recipients were sent."""
-    attempt, waited, sent = 1, 0.0, 0
-    while True:
-        final = [r for r in results if r.ok or not r.retryable]
-        again = [r for r in results if not r.ok and r.retryable]
-        wait = None
-        if again:
-            hint = max((r.retry_after or 0.0 for r in again), default=0.0) or None
-            wait = policy.next_wait(attempt, waited, hint, rng)
-            if wait is None:
-                final += [
-                    replace(r, error=f"{r.error} (gave up after {attempt} attempts)") for r in again
-                ]
-        record(final, attempt - 1)
-        sent += sum(1 for r in final if r.ok)
-        if wait is None:
-            return sent
-        sleep(wait)
-        waited += wait
-        attempt += 1
-        retry = {r.delivery_id for r in again}
-        email = replace(
-            email, recipients=tuple(r for r in email.recipients if r.delivery_id in retry)
-        )
-        results = call_transport(transport, email)

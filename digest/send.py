@@ -1,14 +1,22 @@
 """Deliver an edition exactly once per subscriber: plan, reconcile, then claim → send → record.
 
-Each batch is claimed in the ledger (committed) before the provider is called, and its
-results are recorded (committed) right after, so a crash leaves at most the one batch in
-flight in doubt. What happens to that batch is decided at the next run (`reconcile`):
+Each batch is claimed in the ledger (committed) right before its provider call, and its
+results are recorded (committed) right after. What a failed call proves decides what
+follows (see `transports.base.SendResult`):
 
-- strict mode (SendGrid): every batch has its own provider batch and a send time 11
-  minutes ahead, so a batch in doubt is cancelled at the provider and sent again: no
-  duplicate, nothing missing;
-- otherwise its rows become `failed` with an "in doubt" reason and are not sent again on
-  their own; `retry_failed` sends them again, accepting that some may arrive twice.
+- the provider refused it and so accepted nothing (429, 5xx, a refused connection): its
+  rows go back to pending and are claimed again, so an unsubscribe that came during the
+  wait is honoured, then sent again after a backoff;
+- no answer came after the request went out (timeout, connection dropped): the call is
+  *in doubt* and is never sent again as is. In strict mode (SendGrid) every call has its
+  own provider batch scheduled `strict_lead` ahead, so the batch is cancelled and its rows
+  sent again under a new one: no duplicate, nothing missing. Otherwise its rows become
+  `failed` with the IN_DOUBT reason at once; `retry_failed` sends them again, accepting
+  that some may then arrive twice;
+- the provider refused the account (401, 403): the run stops at once, rows stay pending.
+
+A crash leaves at most the batch in flight in `sending`; the next run settles it the
+same way (`reconcile`) before sending anything else.
 """
 
 from __future__ import annotations
@@ -18,30 +26,32 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 from digest import compose
+from digest.cancel import ACCOUNT_HINT, Scheduler, Withdrawer
 from digest.compose import ContentCache, Renderer, Row
 from digest.config import Config
 from digest.editions import Edition
-from digest.errors import TransportError, UsageError
-from digest.retry import RetryPolicy, Uniform, call_transport, settle
+from digest.errors import ProviderRefusedError, TransportError, UsageError
+from digest.experiments.assign import Assign, edition_assigner, variants_of
+from digest.retry import RetryPolicy, Uniform, call_transport
 from digest.subscribers import Subscriber
 from digest.tokens import LinkSigner
 from digest.transports.base import OutgoingEmail, SendResult, Transport
 
-IN_DOUBT = "in doubt: interrupted while the provider was answering; it may have been delivered"
-# SendGrid withholds a cancelled batch only when cancelled at least 10 minutes ahead.
-CANCEL_MARGIN = timedelta(minutes=10)
-STRICT_LEAD = timedelta(minutes=11)
+IN_DOUBT = "in doubt: the provider may have accepted it, but no answer came"
 SEND_AT_LIMIT = timedelta(hours=72)
 
 
 class Ledger(Protocol):
     """The ledger operations sending needs (digest.store.deliveries.DeliveryStore)."""
 
+    def holding(self, edition: Edition) -> AbstractContextManager[None]: ...
+    def audience_topics(self) -> Iterator[tuple[str, ...]]: ...
     def plan(
         self,
         edition_key: str,
@@ -64,23 +74,20 @@ class Ledger(Protocol):
         now: datetime,
     ) -> tuple[AbstractSet[int], int]: ...
     def record(self, results: Sequence[SendResult], *, retries: int, now: datetime) -> None: ...
+    def release_ids(self, ids: Sequence[int], *, now: datetime) -> int: ...
     def in_doubt(self, edition_key: str) -> list[tuple[str | None, datetime | None, int]]: ...
     def release(self, edition_key: str, batch_id: str | None, *, now: datetime) -> int: ...
     def fail_in_doubt(
         self, edition_key: str, batch_id: str | None, reason: str, *, now: datetime
     ) -> int: ...
     def retry_failed(self, edition_key: str, *, now: datetime) -> int: ...
-    def scheduled(self, edition_key: str, *, now: datetime) -> list[str]: ...
+    def holds(self, *, now: datetime) -> list[datetime]: ...
+    def add_hold(
+        self, batch_id: str, edition_key: str, *, until: datetime, now: datetime
+    ) -> None: ...
+    def scheduled(self, edition_key: str, *, now: datetime) -> list[tuple[str, datetime]]: ...
     def counts(self, edition_key: str) -> dict[str, int]: ...
     def failures(self, edition_key: str) -> dict[str, int]: ...
-
-
-@runtime_checkable
-class Scheduler(Protocol):
-    """A transport that can group sends into provider batches and cancel them (SendGrid)."""
-
-    def create_batch(self) -> str: ...
-    def cancel_batch(self, batch_id: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -108,12 +115,17 @@ class SendSummary:
     failures: tuple[tuple[str, int], ...] = ()  # (reason, rows), most frequent first
     elapsed: float = 0.0
     renders: int = 0  # distinct contents rendered by this run
+    in_doubt: int = 0  # rows of calls whose answer never came (this run and crashed ones)
+    withdrawn: int = 0  # provider batches cancelled so their rows could be sent again
 
     def line(self) -> str:
-        return (
+        text = (
             f"sent {self.sent}, skipped {self.skipped}, "
             f"suppressed {self.suppressed}, failed {self.failed}"
         )
+        if self.in_doubt or self.withdrawn:
+            text += f" (in doubt {self.in_doubt}, batches cancelled and resent {self.withdrawn})"
+        return text
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -126,7 +138,7 @@ Progress = Callable[[int, int], None]  # (rows done, rows to do)
 
 @dataclass
 class _Run:
-    """The fixed inputs of one send, passed between the loop's steps."""
+    """The fixed inputs of one send, and its running counts, passed between the loop's steps."""
 
     edition: Edition
     config: Config
@@ -142,9 +154,17 @@ class _Run:
     batch_id: str | None = None  # the run's provider batch for a non-strict scheduled send
     sent: int = 0
     done: int = 0
+    in_doubt: int = 0
+    withdrawn: int = 0
+    failed_in_a_row: int = 0
 
-    def record(self, final: list[SendResult], retries: int) -> None:
-        self.ledger.record(final, retries=retries, now=self.now())
+    @property
+    def scheduler(self) -> Scheduler | None:
+        return self.transport if isinstance(self.transport, Scheduler) else None
+
+    def withdrawer(self) -> Withdrawer:
+        assert self.scheduler is not None
+        return Withdrawer(self.edition.key, self.ledger, self.scheduler, self.now, self.sleep)
 
 
 def send_edition(
@@ -161,40 +181,46 @@ def send_edition(
     rng: Uniform | None = None,
     progress: Progress | None = None,
     clock: Callable[[], float] = time.monotonic,
+    assign: Assign | None = None,
 ) -> SendSummary:
     """Send `edition` to every active subscriber sharing one of its topics, each exactly once.
 
-    Safe to run again at any time: rows already sent are skipped, rows a crash left in
-    doubt are reconciled first (see the module doc). Returns what the run did.
+    Holds the edition's lock for the whole run (a second send, a rebuild or an edit of
+    the edition fails at once meanwhile) and checks the store still has `edition` as
+    given. Every distinct content is rendered before the first row is planned, so a
+    template error leaves the ledger untouched. Safe to run again at any time: rows
+    already sent are skipped, rows a crash left in doubt are reconciled first.
+    `assign` plans rows (content key, variant); by default the digest's A/B test group,
+    or everyone as variant A (see digest.experiments.assign).
     """
     started = clock()
     options = options or SendOptions(batch_size=config.delivery.batch_size)
     _check(options, transport, now())
-    run = _Run(
-        edition=edition,
-        config=config,
-        ledger=ledger,
-        transport=transport,
-        links=LinkSigner(config.site.base_url, secret),
-        now=now,
-        options=options,
-        sleep=sleep,
-        rng=rng or random.Random(),
-        cache=ContentCache(render or compose.default_renderer(config, edition)),
-        policy=RetryPolicy(config.delivery.max_attempts, config.delivery.max_retry_seconds),
-    )
-    key = edition.key
-    edition_topics = edition.topics()
-    ledger.plan(key, lambda _id, topics: _assign(topics, edition_topics), now=now())
-    reconcile(key, ledger=ledger, transport=transport, now=now)
-    if options.retry_failed:
-        ledger.retry_failed(key, now=now())
-    skipped = ledger.counts(key)["sent"]
-    ledger.suppress_inactive(key, now=now())
-    total = ledger.counts(key)["pending"]
-    _send_pending(run, progress, total)
-    counts = ledger.counts(key)
-    failures = sorted(ledger.failures(key).items(), key=lambda kv: (-kv[1], kv[0]))
+    with ledger.holding(edition):
+        run = _Run(
+            edition=edition,
+            config=config,
+            ledger=ledger,
+            transport=transport,
+            links=LinkSigner(config.site.base_url, secret),
+            now=now,
+            options=options,
+            sleep=sleep,
+            rng=rng or random.Random(),
+            cache=ContentCache(render or compose.default_renderer(config, edition)),
+            policy=RetryPolicy(config.delivery.max_attempts, config.delivery.max_retry_seconds),
+        )
+        key = edition.key
+        _render_all(run, variants_of(config, edition))
+        ledger.plan(key, assign or edition_assigner(config, edition), now=now())
+        run.in_doubt += _reconcile(run)
+        if options.retry_failed:
+            ledger.retry_failed(key, now=now())
+        skipped = ledger.counts(key)["sent"]
+        ledger.suppress_inactive(key, now=now())
+        _send_pending(run, progress, ledger.counts(key)["pending"])
+        counts = ledger.counts(key)
+        failures = sorted(ledger.failures(key).items(), key=lambda kv: (-kv[1], kv[0]))
     return SendSummary(
         edition=key,
         planned=sum(counts.values()),
@@ -206,13 +232,20 @@ def send_edition(
         failures=tuple(failures),
         elapsed=round(clock() - started, 3),
         renders=run.cache.renders,
+        in_doubt=run.in_doubt,
+        withdrawn=run.withdrawn,
     )
 
 
-def _assign(topics: Sequence[str], edition_topics: Sequence[str]) -> tuple[str, str] | None:
-    # One variant until experiments assign others.
-    key = compose.content_key(topics, edition_topics, "A")
-    return (key, "A") if key else None
+def _render_all(run: _Run, variants: Sequence[str]) -> None:
+    """Render every content the audience and the ledger may need (each topic mix of the
+    audience in each variant), before anything is written."""
+    keys = set(run.ledger.content_keys(run.edition.key))
+    topics = run.edition.topics()
+    for mine in run.ledger.audience_topics():
+        keys.update(compose.content_key(mine, topics, v) for v in variants)
+    for key in sorted(keys - {""}):
+        run.cache.get(key)
 
 
 def _check(options: SendOptions, transport: Transport, now: datetime) -> None:
@@ -226,14 +259,23 @@ def _check(options: SendOptions, transport: Transport, now: datetime) -> None:
         )
     if options.send_at is not None and not now <= options.send_at <= now + SEND_AT_LIMIT:
         raise UsageError(f"send time {options.send_at.isoformat()} is not within the next 72 hours")
+    if options.strict and isinstance(transport, Scheduler):
+        window = (transport.strict_lead - transport.cancel_margin).total_seconds()
+        if transport.request_timeout >= window:
+            raise UsageError(
+                f"strict mode: the request timeout ({transport.request_timeout:g} s) must be "
+                f"shorter than strict_lead_seconds - cancel_margin_seconds ({window:g} s), "
+                "or a call in doubt could no longer be cancelled",
+                hint="lower delivery.sendgrid.timeout or raise strict_lead_seconds",
+            )
 
 
 def _send_pending(run: _Run, progress: Progress | None, total: int) -> None:
     """Send every pending row, batch by batch: claim (commit) → provider call → record (commit).
 
     While the provider answers batch N (in a worker thread: the wait releases the GIL),
-    batch N+1 is read and composed but not claimed; it is claimed only after N's results
-    are committed. So at most one batch is ever in `sending`, as without the overlap.
+    batch N+1 is read and composed but not claimed; it is claimed only after N is settled.
+    So at most one batch is ever in `sending`, as without the overlap.
     """
     if progress is not None:
         progress(0, total)
@@ -246,14 +288,11 @@ def _send_pending(run: _Run, progress: Progress | None, total: int) -> None:
             try:
                 following = next(batches, None)
             finally:
-                if call:  # recorded even when composing the next batch failed
-                    run.sent += settle(
-                        call[0], call[1].result(), transport=run.transport, policy=run.policy,
-                        rng=run.rng, sleep=run.sleep, record=run.record,
-                    )  # fmt: skip
+                if call:  # settled even when composing the next batch failed
+                    _settle(run, call[0], call[1].result())
             run.done += len(email.recipients)
             if progress is not None:
-                progress(run.done, total)
+                progress(min(run.done, total), total)
             email = following
 
 
@@ -278,18 +317,19 @@ def _claim(run: _Run, email: OutgoingEmail) -> OutgoingEmail | None:
     Rows whose subscriber left meanwhile become suppressed, rows no longer pending are
     dropped: the message keeps only the recipients this run now owns.
     """
-    options = run.options
-    scheduler = run.transport if isinstance(run.transport, Scheduler) else None
+    options, scheduler = run.options, run.scheduler
     batch_id, send_at = None, None
     if scheduler is not None and options.strict:
-        # its own batch per request: a batch in doubt is cancelled without touching others
-        batch_id = scheduler.create_batch()
-        send_at = max(options.send_at or run.now(), run.now() + STRICT_LEAD)
+        # Its own batch per request, so a call in doubt is cancelled without touching
+        # others; and room for one more cancel, so that cancel can never be refused.
+        run.withdrawer().room()
+        batch_id = _create_batch(run, scheduler)
+        send_at = max(options.send_at or run.now(), run.now() + scheduler.strict_lead)
     elif scheduler is not None and options.send_at is not None:
         # one batch for the run: SendGrid holds at most 10 cancelled batches at a time,
         # so `digest cancel` must be one call
         if run.batch_id is None:
-            run.batch_id = scheduler.create_batch()
+            run.batch_id = _create_batch(run, scheduler)
         batch_id, send_at = run.batch_id, options.send_at
     ids = [r.delivery_id for r in email.recipients]
     claimed, _gone = run.ledger.claim(
@@ -303,56 +343,127 @@ def _claim(run: _Run, email: OutgoingEmail) -> OutgoingEmail | None:
     return replace(email, recipients=recipients, batch_id=batch_id, send_at=send_at)
 
 
-def reconcile(
-    edition_key: str, *, ledger: Ledger, transport: Transport, now: Callable[[], datetime]
-) -> int:
+def _create_batch(run: _Run, scheduler: Scheduler) -> str:
+    """A new provider batch id; an unused one costs nothing, so failures are simply retried."""
+    attempt, waited = 1, 0.0
+    while True:
+        try:
+            return scheduler.create_batch()
+        except TransportError as exc:
+            if exc.fatal:
+                raise ProviderRefusedError(exc.message, hint=ACCOUNT_HINT) from None
+            wait = run.policy.next_wait(attempt, waited, None, run.rng)
+            if wait is None:
+                raise
+        run.sleep(wait)
+        waited += wait
+        attempt += 1
+
+
+def _settle(run: _Run, email: OutgoingEmail, results: list[SendResult]) -> None:
+    """Record the outcome of `email`'s call, trying again what provably was not accepted.
+
+    Each new try is a new claim (the rows went back to pending first), so it skips anyone
+    who unsubscribed, bounced or complained meanwhile.
+    """
+    attempt, waited = 1, 0.0
+    while True:
+        if any(r.fatal for r in results):
+            run.ledger.release_ids([r.delivery_id for r in email.recipients], now=run.now())
+            error = next(r.error for r in results if r.fatal)
+            raise ProviderRefusedError(
+                f"{error}: the provider refused the account; the run stopped", hint=ACCOUNT_HINT
+            )
+        final = [r for r in results if r.ok or not (r.retryable or r.in_doubt)]
+        again = [r for r in results if not r.ok and r.retryable]
+        doubt = [r for r in results if not r.ok and r.in_doubt]
+        if doubt and _withdraw(run, email):
+            # the whole provider batch was cancelled: none of it goes out, all of it again
+            again += [r for r in results if r.ok or r.in_doubt]
+            final = [r for r in final if not r.ok]
+        elif doubt:
+            run.in_doubt += len(doubt)
+            final += [replace(r, error=f"{IN_DOUBT} ({r.error})") for r in doubt]
+        wait = None
+        if again:
+            hint = max((r.retry_after or 0.0 for r in again), default=0.0) or None
+            wait = run.policy.next_wait(attempt, waited, hint, run.rng)
+            if wait is None:
+                gave_up = f"(gave up after {attempt} attempts)"
+                final += [
+                    replace(r, ok=False, error=f"{r.error} {gave_up}", in_doubt=False)
+                    for r in again
+                ]
+        run.ledger.record(final, retries=0, now=run.now())
+        run.sent += sum(1 for r in final if r.ok)
+        _check_streak(run, final)
+        if wait is None:
+            return
+        retry = sorted({r.delivery_id for r in again})
+        run.ledger.release_ids(retry, now=run.now())  # rows of a cancelled batch already are
+        run.sleep(wait)
+        waited += wait
+        attempt += 1
+        kept = set(retry)
+        pending = replace(
+            email, recipients=tuple(r for r in email.recipients if r.delivery_id in kept)
+        )
+        claimed = _claim(run, pending)
+        if claimed is None:
+            return
+        email, results = claimed, call_transport(run.transport, claimed)
+
+
+def _withdraw(run: _Run, email: OutgoingEmail) -> bool:
+    """Strict mode: cancel the provider batch of a call in doubt; False if it cannot be."""
+    if not run.options.strict or email.batch_id is None or email.send_at is None:
+        return False
+    if run.scheduler is None or run.withdrawer().withdraw(email.batch_id, email.send_at) is None:
+        return False
+    run.withdrawn += 1
+    return True
+
+
+def _check_streak(run: _Run, final: list[SendResult]) -> None:
+    """Stop the run when `max_failed_batches` batches in a row failed for every recipient."""
+    if not final:
+        return
+    if any(r.ok for r in final):
+        run.failed_in_a_row = 0
+        return
+    run.failed_in_a_row += 1
+    limit = run.config.delivery.max_failed_batches
+    if run.failed_in_a_row >= limit:
+        raise ProviderRefusedError(
+            f"{limit} batches in a row failed (last: {final[-1].error}); the run stopped",
+            hint="fix the cause, then run again: rows not yet sent are still pending, "
+            "failed ones go again with --retry-failed",
+        )
+
+
+def _cancelled(run: _Run, batch_id: str | None, send_at: datetime | None) -> bool:
+    """Whether a batch left in doubt by a crash was cancelled (its rows back to pending)."""
+    if batch_id is None or send_at is None or run.scheduler is None:
+        return False
+    return run.withdrawer().withdraw(batch_id, send_at) is not None
+
+
+def _reconcile(run: _Run) -> int:
     """Settle rows a crash left in `sending`; returns how many were in doubt.
 
-    A provider batch whose send time is still ≥ 10 minutes ahead is cancelled and its rows
-    go back to pending (they are sent again, once). Any other row cannot be known to be
-    unsent, so it is marked failed with the IN_DOUBT reason, for `--retry-failed` to decide.
+    A provider batch whose send time is still far enough ahead is cancelled (waiting for
+    room under the provider's hold limit if need be) and its rows go back to pending, to
+    be sent again once. Any other row cannot be known to be unsent, so it is marked
+    failed with the IN_DOUBT reason, for `--retry-failed` to decide.
     """
-    total = 0
-    for batch_id, send_at, count in ledger.in_doubt(edition_key):
+    key, total = run.edition.key, 0
+    for batch_id, send_at, count in run.ledger.in_doubt(key):
+        if _cancelled(run, batch_id, send_at):
+            run.withdrawn += 1
+            continue
         total += count
-        cancellable = (
-            batch_id is not None and send_at is not None and send_at - now() >= CANCEL_MARGIN
-        )
-        if cancellable and batch_id is not None and isinstance(transport, Scheduler):
-            try:
-                transport.cancel_batch(batch_id)
-            except TransportError:
-                pass  # not cancelled: the rows stay in doubt below
-            else:
-                ledger.release(edition_key, batch_id, now=now())
-                continue
-        ledger.fail_in_doubt(edition_key, batch_id, IN_DOUBT, now=now())
+        run.ledger.fail_in_doubt(key, batch_id, IN_DOUBT, now=run.now())
     return total
-
-
-@dataclass(frozen=True)
-class CancelSummary:
-    batches: int
-    rows: int
-
-
-def cancel_scheduled(
-    edition_key: str, *, ledger: Ledger, transport: Transport, now: Callable[[], datetime]
-) -> CancelSummary:
-    """Cancel every provider batch of the edition still far enough ahead to be withheld.
-
-    Its rows go back to pending, so the next `send` delivers them (on a new schedule).
-    """
-    if not isinstance(transport, Scheduler):
-        raise UsageError(
-            f"cancelling needs a transport with provider batches (sendgrid), not {transport.name}"
-        )
-    batches, rows = 0, 0
-    for batch_id in ledger.scheduled(edition_key, now=now() + CANCEL_MARGIN):
-        transport.cancel_batch(batch_id)
-        rows += ledger.release(edition_key, batch_id, now=now())
-        batches += 1
-    return CancelSummary(batches=batches, rows=rows)
 
 
 @dataclass(frozen=True)

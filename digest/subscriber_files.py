@@ -12,12 +12,11 @@ import io
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
 
 import yaml
 
-if TYPE_CHECKING:  # digest.subscribers imports this module to read files
-    from digest.subscribers import Subscriber
+from digest.subscriber import Subscriber
 
 SUFFIXES = (".yaml", ".yml", ".csv")
 COLUMNS = ("email", "name", "topics", "timezone", "locale", "status")

@@ -10,24 +10,18 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from email_validator import EmailNotValidError, validate_email
 
-from digest.config import check_timezone
+from digest.config import Config, check_timezone
 from digest.errors import NotFoundError, SubscriberError, UsageError
+from digest.subscriber import STATUSES, SUPPRESSED, Subscriber, SubscriberRecord
+from digest.subscriber_files import expand, read_file
 
-if TYPE_CHECKING:  # the store imports this module for the model
-    from digest.config import Config
-    from digest.store import Store
-    from digest.store.subscribers import SubscriberRecord
-
-STATUSES = ("pending", "active", "unsubscribed", "bounced", "complained")
-# Statuses that mean "never send": only an explicit new opt-in may lift them.
-SUPPRESSED = frozenset({"unsubscribed", "bounced", "complained"})
 FIELDS = (
     "email", "name", "topics", "timezone", "locale", "status",
     "consent_at", "consent_method", "consent_source", "consent_ip",
@@ -36,22 +30,24 @@ _LOCALE = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*$")
 _TOPIC_SEPARATORS = re.compile(r"[;|,]")
 
 
-@dataclass(frozen=True)
-class Subscriber:
-    """One subscriber as stored; `email` is normalized (lower-cased domain and local part)."""
+class SubscriberOps(Protocol):
+    """The store operations on subscribers this module uses (store.subscribers implements)."""
 
-    email: str
-    name: str = ""
-    topics: tuple[str, ...] = ()
-    timezone: str = "UTC"
-    locale: str = "en"
-    status: str = "active"
-    id: int | None = None
-    consent_at: datetime | None = None
-    consent_method: str = ""  # "import", "double-opt-in", "cli"
-    consent_source: str = ""  # file name, form URL, ...
-    consent_ip: str = ""
-    extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+    def get_by_email(self, email: str) -> Subscriber | None: ...
+    def get_many_by_email(self, emails: Iterable[str]) -> dict[str, Subscriber]: ...
+    def add(self, subscriber: Subscriber, *, now: datetime) -> Subscriber: ...
+    def apply_import(
+        self, adds: Sequence[Subscriber], updates: Sequence[Subscriber], *, now: datetime
+    ) -> None: ...
+    def record(self, email: str) -> SubscriberRecord | None: ...
+    def delete(self, subscriber_id: int) -> bool: ...
+
+
+class SubscriberStore(Protocol):
+    """What the functions here take as `store`: anything with such a `subscribers`."""
+
+    @property
+    def subscribers(self) -> SubscriberOps: ...
 
 
 # -- validation ------------------------------------------------------------------
@@ -208,7 +204,7 @@ class ImportReport:
 
 def import_subscribers(
     config: Config,
-    store: Store,
+    store: SubscriberStore,
     paths: Iterable[str | Path],
     *,
     now: datetime,
@@ -220,8 +216,6 @@ def import_subscribers(
     Nothing is written when a row is invalid, unless `skip_invalid`; then the valid rows
     go in and the invalid ones are listed. The write is one transaction.
     """
-    from digest.subscriber_files import expand, read_file
-
     given = list(paths)
     for raw in given:
         if not Path(raw).exists():
@@ -312,7 +306,7 @@ def merge(old: Subscriber, row: Subscriber, given: frozenset[str]) -> tuple[Subs
 # -- one subscriber at a time (the CLI) ------------------------------------------
 def add_subscriber(
     config: Config,
-    store: Store,
+    store: SubscriberStore,
     email: str,
     *,
     topics: Sequence[str],
@@ -338,7 +332,7 @@ def add_subscriber(
     return store.subscribers.add(subscriber, now=now)
 
 
-def find_subscriber(store: Store, email: str) -> SubscriberRecord:
+def find_subscriber(store: SubscriberStore, email: str) -> SubscriberRecord:
     """Every stored fact about one subscriber; NotFoundError when the address is unknown."""
     record = store.subscribers.record(email)
     if record is None:
@@ -346,7 +340,7 @@ def find_subscriber(store: Store, email: str) -> SubscriberRecord:
     return record
 
 
-def remove_subscriber(store: Store, email: str) -> Subscriber:
+def remove_subscriber(store: SubscriberStore, email: str) -> Subscriber:
     """Delete the subscriber's record (address, name, topics, consent); returns what it was."""
     subscriber = store.subscribers.get_by_email(email)
     if subscriber is None or subscriber.id is None:

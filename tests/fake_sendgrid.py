@@ -9,6 +9,7 @@ up waiting for the answer: that is the window a real provider leaves open.
 from __future__ import annotations
 
 import json
+import random
 import secrets
 import threading
 from collections.abc import Callable, Iterator
@@ -44,7 +45,7 @@ Validator = Callable[[Any], Any]
 
 # -- the schema --------------------------------------------------------------
 def load_schema(name: str) -> dict[str, Any]:
-    """A request-body JSON Schema kept beside the tests (written from SendGrid's Mail Send rules)."""
+    """A request-body JSON Schema kept in tests/schemas (from SendGrid's Mail Send rules)."""
     return json.loads((SCHEMAS / name).read_text(encoding="utf-8"))  # type: ignore[no-any-return]
 
 
@@ -111,18 +112,27 @@ class FakeSendGrid:
     """SendGrid's Mail Send, batch and scheduled-send endpoints on 127.0.0.1, port 0."""
 
     def __init__(
-        self, *, api_key: str = API_KEY, now: Callable[[], datetime] | None = None
+        self,
+        *,
+        api_key: str = API_KEY,
+        now: Callable[[], datetime] | None = None,
+        cancel_margin: float = 600.0,
     ) -> None:
         validators()  # compile now, not inside the first (possibly timed) request
         self.api_key = api_key
         self.now = now or (lambda: datetime.now(UTC))  # the clock send_at is checked against
+        # A batch is withheld only when cancelled at least this long before its send time.
+        self.cancel_margin = timedelta(seconds=cancel_margin)
         self.requests: list[dict[str, Any]] = []
+        self.arrived: list[datetime] = []  # when each accepted request arrived
         self.batches: set[str] = set()
-        self.cancelled: set[str] = set()
+        self.cancelled: dict[str, datetime] = {}  # batch id -> when it was cancelled
         self.paused: set[str] = set()
+        self.cancels_refused = 0
         self.answers: list[tuple[str, int]] = []  # (path, status; 0 = hung up), in order
         self._faults: dict[str, list[_Fault]] = {}
         self._latency = 0.0
+        self._chaos: tuple[random.Random, float, float, float, float, float] | None = None
         self._lock = threading.Lock()
         self._closing = threading.Event()
         self._server = _Server(("127.0.0.1", 0), _Handler)
@@ -152,15 +162,33 @@ class FakeSendGrid:
 
     # -- what tests read
     def delivered(self) -> list[str]:
-        """The `to` address of every accepted personalization outside a cancelled batch."""
+        """The `to` address of every accepted personalization that was not withheld."""
         with self._lock:
             return [
                 to["email"]
-                for body in self.requests
-                if body.get("batch_id") not in self.cancelled
+                for body, arrived in zip(self.requests, self.arrived, strict=True)
+                if not self._withheld(body, arrived)
                 for p in body["personalizations"]
                 for to in p["to"]
             ]
+
+    def _withheld(self, body: dict[str, Any], arrived: datetime) -> bool:
+        """A message of a cancelled batch is withheld if it arrived after the cancel, or if
+        the cancel came at least `cancel_margin` before its send time."""
+        cancelled = self.cancelled.get(body.get("batch_id", ""))
+        if cancelled is None:
+            return False
+        send_at = datetime.fromtimestamp(body.get("send_at", arrived.timestamp()), UTC)
+        return arrived >= cancelled or send_at - cancelled >= self.cancel_margin
+
+    def _holds(self, now: datetime) -> set[str]:
+        """Cancelled or paused batches that still hold messages to send (SendGrid's limit)."""
+        latest: dict[str, float] = {}
+        for body in self.requests:
+            batch = body.get("batch_id")
+            if batch in self.cancelled or batch in self.paused:
+                latest[batch] = max(latest.get(batch, 0.0), body.get("send_at", 0))
+        return {b for b, at in latest.items() if at > now.timestamp()}
 
     # -- misbehaviour on demand (Mail Send unless `path` says otherwise)
     def fail_next(
@@ -183,6 +211,38 @@ class FakeSendGrid:
     def drop_next(self, n: int = 1, *, accept: bool = False, path: str = SEND) -> None:
         """Read the request and hang up; with accept=True it still counts as delivered."""
         self._queue(path, n, _Fault("drop", accept=accept))
+
+    def set_chaos(
+        self,
+        rng: random.Random,
+        *,
+        rate_limit: float = 0.0,
+        server_error: float = 0.0,
+        drop_after_accept: float = 0.0,
+        slow: float = 0.0,
+        slow_seconds: float = 3.0,
+    ) -> None:
+        """Misbehave at random on Mail Send: each probability applies to every request that
+        has no queued fault (429 with a reset 1 s ahead, 500, hang up after accepting, or an
+        answer `slow_seconds` late)."""
+        self._chaos = (rng, rate_limit, server_error, drop_after_accept, slow, slow_seconds)
+
+    def _chaos_fault(self) -> _Fault | None:
+        if self._chaos is None:
+            return None
+        rng, rate_limit, server_error, drop, slow, slow_seconds = self._chaos
+        with self._lock:
+            draw = rng.random()
+        for chance, fault in (
+            (rate_limit, _Fault("fail", 429, rate_limit_headers(self.now().timestamp() + 1))),
+            (server_error, _Fault("fail", 500, message="injected server error")),
+            (drop, _Fault("drop", accept=True)),
+            (slow, _Fault("slow", seconds=slow_seconds)),
+        ):
+            if draw < chance:
+                return fault
+            draw -= chance
+        return None
 
     def set_latency(self, seconds: float) -> None:
         """Every answer waits this long after the request was accepted."""
@@ -221,6 +281,7 @@ class FakeSendGrid:
             if "batch_id" in body and body["batch_id"] not in self.batches:
                 raise Refused(400, "invalid batch id", "batch_id")
             self.requests.append(body)
+            self.arrived.append(self.now())
         return 202, {"X-Message-Id": secrets.token_urlsafe(16)[:22]}, None
 
     def _schedule(self, body: Any) -> tuple[int, dict[str, str], Any]:
@@ -229,11 +290,16 @@ class FakeSendGrid:
         with self._lock:
             if batch_id not in self.batches:
                 raise Refused(400, "invalid batch id", "batch_id")
-            held = self.cancelled | self.paused
+            held = self._holds(self.now())
             if batch_id not in held and len(held) >= MAX_PAUSED_OR_CANCELLED:
+                self.cancels_refused += 1
                 raise Refused(400, "you cannot pause or cancel more than 10 batches at one time")
-            (self.cancelled if status == "cancel" else self.paused).add(batch_id)
-            (self.paused if status == "cancel" else self.cancelled).discard(batch_id)
+            if status == "cancel":
+                self.cancelled.setdefault(batch_id, self.now())
+                self.paused.discard(batch_id)
+            else:
+                self.paused.add(batch_id)
+                self.cancelled.pop(batch_id, None)
         return 201, {}, {"batch_id": batch_id, "status": status}
 
 
@@ -259,7 +325,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length <= MAX_BODY else b""
-        fault = fake._next_fault(path) or _Fault("none")
+        fault = fake._next_fault(path) or (path == SEND and fake._chaos_fault()) or _Fault("none")
         if fault.kind == "drop" and not fault.accept:
             self._hang_up(fake, path)
             return

@@ -52,6 +52,7 @@ class _State:
     refusals: list[str] = field(default_factory=list)  # replies for the next RCPTs
     drop_after: int | None = None  # close the connection after this many more messages
     then_refuse: bool = False  # and stop listening, so a reconnect fails
+    silent_drops: int = 0  # take the next messages, then hang up before answering
     auth: tuple[str, str] | None = None
     tls_context: ssl.SSLContext | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -88,6 +89,11 @@ class _Handler:
         )
         with self.state.lock:
             self.state.messages.append(received)
+            if self.state.silent_drops > 0:
+                self.state.silent_drops -= 1
+                if server.transport is not None:
+                    server.transport.abort()  # the message is taken; its answer never comes
+                return "250 Message accepted"
             drop = False
             if self.state.drop_after is not None:
                 self.state.drop_after -= 1
@@ -208,6 +214,11 @@ class FakeSmtp:
         with self._state.lock:
             self._state.drop_after = messages
             self._state.then_refuse = then_refuse_connections
+
+    def take_then_hang_up(self, messages: int = 1) -> None:
+        """Take the next `messages` messages, hanging up each time before the 250 answer."""
+        with self._state.lock:
+            self._state.silent_drops = messages
 
     def require_auth(self, username: str, password: str) -> None:
         with self._state.lock:

@@ -18,7 +18,7 @@ from digest.config import Config
 from digest.editions import Edition
 from digest.store import Store
 from digest.store.deliveries import LedgerRow
-from digest.subscribers import Subscriber
+from digest.subscriber import Subscriber
 from digest.transports import make_transport
 from digest.transports.base import Transport
 

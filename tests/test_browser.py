@@ -23,7 +23,7 @@ from digest.config import Config
 from digest.editions import Edition, EditionItem
 from digest.render import PREFERENCES, UNSUBSCRIBE, compile_template, render_email
 from digest.store import Store
-from digest.subscribers import Subscriber
+from digest.subscriber import Subscriber
 from digest.tokens import preferences_url, unsubscribe_url
 
 ARTIFACTS = ROOT / "test-artifacts"

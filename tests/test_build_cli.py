@@ -152,3 +152,22 @@ def test_editing_errors_name_what_is_wrong(run: Run, week: list[Article]) -> Non
     assert "error: edition weekly/2026-W48 has no article 'nope'" in unknown
     far = run("edition", "move", "weekly", "--week", "2026-W48", "t-chips", "--to", "3", expect=2)
     assert "error: position 3: section 'tech' has 1 article" in far.stderr
+
+
+def test_every_command_reads_the_week_the_same_way(
+    run: Run, store: Store, week: list[Article], project: Path
+) -> None:
+    from digest.subscriber import Subscriber
+
+    store.subscribers.add(Subscriber(email="ana@example.com", topics=("politics",)), now=MONDAY)
+    run("build", "weekly", "--week", "2026-w48")
+    assert run("edition", "show", "weekly", "--week", " 2026-w48").stdout.startswith(
+        "weekly/2026-W48 (draft)"
+    )
+    preview = run("preview", "weekly", "--week", "2026-w48", "--subscriber", "ana@example.com")
+    assert f"html: {project / 'preview' / 'weekly' / '2026-W48' / 'ana@example.com.html'}" in (
+        preview.output
+    )
+    assert "sent 1," in run("send", "weekly", "--week", "2026-w48").output
+    bad = run("send", "weekly", "--week", "2026-48", expect=2)
+    assert "expected an ISO week like 2026-W05" in bad.output

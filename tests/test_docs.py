@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import click
 from cogapp import Cog
 from conftest import ROOT
@@ -35,3 +37,24 @@ def test_every_command_has_help_and_is_documented() -> None:
     for path, command in commands:
         assert (command.help or "").strip(), f"{path} has no help"
         assert f"### `{path}`" in readme, f"{path} is missing from README.md"
+
+
+def test_module_map_matches_the_tree() -> None:
+    readme = (ROOT / "README.md").read_text()
+    named = set(re.findall(r"`(digest/[\w/.]*)`", readme))
+    for path in named:
+        assert (ROOT / path).exists(), f"README names {path}, which does not exist"
+    for entry in (ROOT / "digest").iterdir():
+        if entry.name.startswith(("_", ".")) and entry.name != "__main__.py":
+            continue
+        shown = f"digest/{entry.name}" + ("/" if entry.is_dir() else "")
+        assert shown in named, f"{shown} is missing from the README's module map"
+
+
+def test_tour_examples_use_subscribers_of_the_sample_data() -> None:
+    readme = (ROOT / "README.md").read_text()
+    sample = "".join(p.read_text() for p in (ROOT / "subscribers").iterdir())
+    used = re.findall(r"--(?:subscriber|as) ([\w.+-]+@[\w.-]+)", readme)
+    assert used, "the tour shows a preview"
+    for address in used:
+        assert address in sample, f"{address} is not in subscribers/"

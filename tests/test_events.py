@@ -13,7 +13,7 @@ from conftest import Run
 from digest.errors import InputError
 from digest.events import apply_events, parse_sendgrid_events, parse_sendgrid_payload
 from digest.store import Store
-from digest.subscribers import Subscriber
+from digest.subscriber import Subscriber
 
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 TS = 1795000000
@@ -132,15 +132,90 @@ def test_each_event_kind_moves_the_subscriber_as_documented(
     assert report.suppressed == (0 if expected == "active" else 1)
 
 
-def test_subscriber_is_found_by_custom_arg_before_address(store: Store) -> None:
+# -- which subscriber an event is about ----------------------------------------------
+def sent_delivery(store: Store, subscriber: Subscriber, email: str, message_id: str) -> int:
+    """A sent delivery row, as the ledger leaves it, addressed to `email`."""
+    from digest.store.schema import deliveries
+
+    with store.engine.begin() as conn:
+        result = conn.execute(
+            deliveries.insert().values(
+                edition_key="weekly/2026-W48",
+                subscriber_id=subscriber.id,
+                email=email,
+                variant="A",
+                content_key="tech|A",
+                state="sent",
+                attempts=1,
+                provider_message_id=message_id,
+                created_at=NOW,
+                updated_at=NOW,
+                sent_at=NOW,
+            )
+        )
+        return int(result.inserted_primary_key[0])  # type: ignore[index]
+
+
+def test_a_bounce_suppresses_its_address_not_the_subscriber_id_it_carried(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
     ana = add(store, "ana@example.com")
-    moved = add(store, "new-address@example.com")
+    bo = add(store, "bo@example.com")
+    bounce = ev("bounce", "1", type="bounce", reason="550 unknown", subscriber_id=str(bo.id))
+    report = apply_events(store, parse_sendgrid_events(payload(bounce)), now=NOW)
+    assert report.suppressed == 1
+    assert status(store, ana) == "bounced" and status(store, bo) == "active"
+    assert "disagrees with the address" in caplog.text and "ignored" in caplog.text
+
+
+def test_a_matching_custom_arg_is_used_without_a_warning(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    ana = add(store, "ana@example.com")
     apply_events(
         store,
-        parse_sendgrid_events(payload(ev("spamreport", "1", subscriber_id=str(moved.id)))),
+        parse_sendgrid_events(payload(ev("spamreport", "1", subscriber_id=str(ana.id)))),
         now=NOW,
     )
-    assert status(store, moved) == "complained" and status(store, ana) == "active"
+    assert status(store, ana) == "complained" and "disagrees" not in caplog.text
+
+
+def test_an_event_for_an_address_since_changed_follows_its_message_id(store: Store) -> None:
+    ana = add(store, "ana.new@example.com")  # the delivery went to her old address
+    sent_delivery(store, ana, "ana.old@example.com", "msgA1")
+    event = ev("spamreport", "1", "ana.old@example.com", sg_message_id="msgA1.filter0001.1.0")
+    apply_events(store, parse_sendgrid_events(payload(event)), now=NOW)
+    assert status(store, ana) == "complained"
+
+
+def test_an_event_follows_its_delivery_id_when_it_has_no_message_id(store: Store) -> None:
+    ana = add(store, "ana.new@example.com")
+    delivery = sent_delivery(store, ana, "ana.old@example.com", "msgA1")
+    event = ev("unsubscribe", "1", "ana.old@example.com", delivery_id=str(delivery))
+    apply_events(store, parse_sendgrid_events(payload(event)), now=NOW)
+    assert status(store, ana) == "unsubscribed"
+
+
+def test_a_message_id_sent_to_another_address_suppresses_nobody(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    ana = add(store, "ana@example.com")
+    bo = add(store, "bo@example.com")
+    delivery = sent_delivery(store, bo, "bo@example.com", "msgB1")
+    # An event for an unknown address that names Bo's message, delivery and id.
+    event = ev(
+        "bounce",
+        "1",
+        "stranger@example.com",
+        type="bounce",
+        sg_message_id="msgB1.filter",
+        delivery_id=str(delivery),
+        subscriber_id=str(bo.id),
+    )
+    report = apply_events(store, parse_sendgrid_events(payload(event)), now=NOW)
+    assert report.stored == 1 and report.suppressed == 0
+    assert status(store, ana) == "active" and status(store, bo) == "active"
+    assert "disagrees" in caplog.text
 
 
 def test_a_later_unsubscribe_does_not_soften_a_complaint(store: Store) -> None:

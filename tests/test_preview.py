@@ -12,7 +12,7 @@ from editions import make_edition, sixty_article_edition
 from digest import tokens
 from digest.render import PREFERENCES, UNSUBSCRIBE
 from digest.store import Store
-from digest.subscribers import Subscriber
+from digest.subscriber import Subscriber
 
 NOW = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
 WEEK = ("weekly", "--week", "2026-W48")
@@ -81,7 +81,7 @@ def test_preview_of_an_edition_not_built_says_how_to_build_it(run: Run, store: S
     _subscriber(store)
     result = run("preview", *WEEK, "--subscriber", "ana@example.com", expect=2)
     assert "error: no edition weekly/2026-W48" in result.output
-    assert "hint: run: digest build weekly --week 2026-W48" in result.output
+    assert "hint: digest build weekly --week 2026-W48" in result.output
 
 
 def test_preview_of_an_unknown_subscriber_fails(run: Run, store: Store, project: Path) -> None:

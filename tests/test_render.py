@@ -28,13 +28,15 @@ from digest.render import (
     with_utm,
 )
 from digest.render import templates as templates_module
+from digest.shipped import TEMPLATES, shipped
 
 ALL = ("politics", "tech", "economy", "climate", "culture", "health")
 
 
 @pytest.fixture
-def templates(config: Config) -> Path:
-    return config.resolve(config.templates_dir)
+def templates() -> Path:
+    """The templates digest ships (a project without its own uses these)."""
+    return Path(str(shipped(TEMPLATES)))
 
 
 @pytest.fixture
@@ -458,3 +460,60 @@ def test_subject_pattern_with_an_unknown_field_names_the_key(config: Config) -> 
 )
 def test_date_range_reads_naturally(start: date, end: date, text: str) -> None:
     assert date_range(start, end) == text
+
+
+# -- dark mode and accessibility -------------------------------------------------------
+def _email_html(compiled: CompiledTemplate, config: Config) -> str:
+    edition = make_edition(n_per_topic=3, topics=("politics", "tech", "climate"))
+    return render_email(compiled, config, edition, edition.topics()).html
+
+
+def test_email_declares_both_colour_schemes_and_dark_styles(
+    compiled: CompiledTemplate, config: Config
+) -> None:
+    html = _email_html(compiled, config)
+    assert '<meta name="color-scheme" content="light dark"' in html
+    assert '<meta name="supported-color-schemes" content="light dark"' in html
+    assert "color-scheme: light dark" in html
+    dark = html[html.index("@media (prefers-color-scheme: dark)") :]
+    assert "!important" in dark.split("</style>")[0]
+
+
+def test_email_is_in_english_with_layout_tables_marked_presentation(
+    compiled: CompiledTemplate, config: Config
+) -> None:
+    html = _email_html(compiled, config)
+    assert re.search(r'<html lang="en"', html)
+    tables = re.findall(r"<table\b[^>]*>", html)
+    assert tables and all('role="presentation"' in t for t in tables)
+
+
+def test_headings_go_down_one_level_at_a_time(compiled: CompiledTemplate, config: Config) -> None:
+    levels = [int(n) for n in re.findall(r"<h([1-6])\b", _email_html(compiled, config))]
+    assert levels[0] == 1 and levels.count(1) == 1
+    assert all(b - a <= 1 for a, b in zip(levels, levels[1:], strict=False))
+
+
+def test_every_width_and_height_attribute_is_an_integer(
+    compiled: CompiledTemplate, config: Config
+) -> None:
+    edition = make_edition(n_per_topic=2, topics=("politics", "tech"))
+    with_images = edition.with_items(
+        tuple(
+            make_item(make_article("tech", i, image=f"https://img.example.com/{i}.jpg"), rank=i)
+            for i in range(1, 3)
+        )
+    )
+    html = render_email(compiled, config, with_images, ("tech",)).html
+    assert html.count("<img") == 2
+    sizes = re.findall(r'\b(?:width|height)="([^"]*)"', html)
+    assert sizes and all(re.fullmatch(r"\d+(px|%)?|auto", s) for s in sizes), sorted(set(sizes))
+    for img in re.findall(r"<img[^>]*>", html):
+        assert re.search(r'width="\d+"', img), img
+
+
+def test_a_card_does_not_repeat_the_name_of_its_section(
+    compiled: CompiledTemplate, config: Config
+) -> None:
+    html = _email_html(compiled, config)
+    assert html.count(">Politics<") == 1 and html.count(">Technology<") == 1

@@ -212,6 +212,8 @@ KOREA_B = (
     "rescue exercises between their navies, the first since 2017, as North Korean missile "
     "threats grow.",
 )
+
+
 def test_duplicates_merge_into_one_card_naming_every_source(config: Config, store: Store) -> None:
     edition = build(
         config,

@@ -188,7 +188,7 @@ def test_a_subscriber_who_leaves_after_their_batch_was_composed_is_not_sent(
     assert store.deliveries.counts(KEY)["suppressed"] == 1
 
 
-def test_a_failure_while_composing_ahead_still_records_the_batch_in_flight(
+def test_a_template_error_is_found_before_any_row_is_planned(
     config: Config, store: Store, edition: Edition
 ) -> None:
     _add(store, 3, topics=("politics",))
@@ -202,8 +202,11 @@ def test_a_failure_while_composing_ahead_still_records_the_batch_in_flight(
 
     with pytest.raises(ValueError, match="template broke"):
         _send(config, store, edition, _outbox(config), render=breaks_on_tech)
-    counts = store.deliveries.counts(KEY)
-    assert (counts["sent"], counts["sending"], counts["pending"]) == (3, 0, 3)
+    assert sum(store.deliveries.counts(KEY).values()) == 0
+    assert _emls(config) == []
+    assert not store.editions.has_deliveries(KEY)  # so it can still be rebuilt or edited
+    summary = _send(config, store, edition, _outbox(config))  # fixed: everyone, once
+    assert summary.sent == 6 and len(_emls(config)) == 6
 
 
 def test_planning_puts_the_rows_of_one_content_together(store: Store, edition: Edition) -> None:

@@ -22,7 +22,7 @@ from editions import make_edition
 from fake_sendgrid import FakeSendGrid
 
 from digest.store import Store
-from digest.subscribers import Subscriber
+from digest.subscriber import Subscriber
 
 KILLS = 5
 BATCH = 5

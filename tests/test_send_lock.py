@@ -12,8 +12,8 @@ from editions import make_edition
 
 from digest.errors import ExitCode
 from digest.store import Store
-from digest.store.locks import LockedError, run_lock
-from digest.subscribers import Subscriber
+from digest.store.locks import LockedError, edition_lock, run_lock
+from digest.subscriber import Subscriber
 
 NOW = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
 
@@ -28,9 +28,9 @@ def _edition_with_readers(store: Store) -> str:
 
 def test_a_second_send_of_the_same_edition_stops_at_once(store: Store, run) -> None:  # type: ignore[no-untyped-def]
     week = _edition_with_readers(store)
-    with run_lock(store.engine, "send-weekly/" + week, what="a send of weekly/" + week):
+    with edition_lock(store.engine, "weekly/" + week):
         result = run("send", "weekly", "--week", week, expect=ExitCode.ERROR)
-    assert f"error: a send of weekly/{week} is already running" in result.output
+    assert f"error: a send or a change of weekly/{week} is already running" in result.output
     assert store.deliveries.counts("weekly/" + week)["sent"] == 0
     # once the first run is gone, the send goes ahead
     result = run("send", "weekly", "--week", week)
@@ -38,7 +38,7 @@ def test_a_second_send_of_the_same_edition_stops_at_once(store: Store, run) -> N
 
 
 def test_the_lock_of_a_killed_process_is_released(store: Store) -> None:
-    database = store.engine.url.database
+    url = store.engine.url.render_as_string(hide_password=False)
     holder = subprocess.Popen(
         [
             sys.executable,
@@ -46,7 +46,7 @@ def test_the_lock_of_a_killed_process_is_released(store: Store) -> None:
             "import sys, time\n"
             "from sqlalchemy import create_engine\n"
             "from digest.store.locks import run_lock\n"
-            f"with run_lock(create_engine('sqlite:///{database}'), 'x', what='x'):\n"
+            f"with run_lock(create_engine({url!r}), 'x', what='x'):\n"
             "    print('held', flush=True); time.sleep(30)\n",
         ],
         stdout=subprocess.PIPE,

@@ -135,6 +135,23 @@ def test_a_dropped_connection_is_reopened_and_every_message_arrives_once(
     assert smtp_server.connections == 2
 
 
+def test_a_message_taken_before_the_connection_dropped_is_in_doubt_and_never_resent(
+    smtp_server: FakeSmtp,
+) -> None:
+    smtp_server.take_then_hang_up(1)  # the server took message 1, its answer never came
+    transport = _transport(smtp_server)
+    results = transport.send(_email(3))
+    transport.close()
+
+    assert [r.ok for r in results] == [False, True, True]
+    assert results[0].in_doubt and not results[0].retryable
+    assert results[0].error is not None and "after the message was sent" in results[0].error
+    # each address reached the server exactly once: nothing was sent again blindly
+    assert [m.rcpt_tos[0] for m in smtp_server.messages] == [
+        f"reader{i}@example.com" for i in range(1, 4)
+    ]
+
+
 def test_when_reconnecting_fails_the_rest_of_the_batch_is_retryable(
     smtp_server: FakeSmtp,
 ) -> None:
@@ -198,7 +215,7 @@ def test_a_refused_login_is_permanent_and_never_shows_the_password(smtp_server: 
     with pytest.raises(TransportError) as caught:
         transport.send(_email(1))
     assert "login refused (535" in caught.value.message
-    assert caught.value.retryable is False
+    assert caught.value.retryable is False and caught.value.fatal is True
     assert caught.value.hint == "check SMTP_USERNAME and SMTP_PASSWORD"
     assert "wrong-pass-123" not in f"{caught.value} {caught.value.hint} {transport!r}"
     assert smtp_server.messages == []

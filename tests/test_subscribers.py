@@ -12,7 +12,8 @@ from conftest import Run
 
 from digest.config import Config
 from digest.store import Store
-from digest.subscribers import Subscriber, import_subscribers
+from digest.subscriber import Subscriber
+from digest.subscribers import import_subscribers
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 

@@ -15,7 +15,7 @@ from flask.testing import FlaskClient
 
 from digest.config import Config
 from digest.store import Store
-from digest.subscribers import Subscriber
+from digest.subscriber import Subscriber
 from digest.web import create_app
 
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
@@ -225,3 +225,39 @@ def test_webhook_key_from_digest_yaml_is_used(
     body = body_of(event("open", "e1"))
     assert post(client, key, body, ts=int(NOW.timestamp()) - 31).status_code == 403
     assert post(client, key, body, ts=int(NOW.timestamp()) - 29).status_code == 200
+
+
+# -- attribution: the event's address decides, a disagreeing custom arg is ignored ------
+@pytest.mark.parametrize(
+    ("fields", "bounced"),
+    [
+        ({}, "ana"),  # address only
+        ({"subscriber_id": "{ana}"}, "ana"),  # custom arg agrees
+        ({"subscriber_id": "{bo}"}, "ana"),  # custom arg names someone else: ignored
+        ({"email": "ana.old@example.com", "sg_message_id": "msgA.f1"}, "ana"),  # by message id
+        ({"email": "ana.old@example.com", "delivery_id": "{delivery}"}, "ana"),  # by delivery
+        ({"email": "x@example.com", "subscriber_id": "{bo}", "sg_message_id": "msgA.f1"}, None),
+    ],
+    ids=["address", "agreeing-arg", "disagreeing-arg", "message-id", "delivery-id", "stranger"],
+)
+def test_webhook_suppresses_the_address_the_event_is_about(
+    client: FlaskClient,
+    store: Store,
+    key: ec.EllipticCurvePrivateKey,
+    ana: Subscriber,
+    fields: dict[str, str],
+    bounced: str | None,
+) -> None:
+    from test_events import sent_delivery
+
+    bo = store.subscribers.add(Subscriber(email="bo@example.com", topics=("tech",)), now=NOW)
+    delivery = sent_delivery(store, ana, "ana.old@example.com", "msgA")
+    ids = {"{ana}": str(ana.id), "{bo}": str(bo.id), "{delivery}": str(delivery)}
+    given = {k: ids.get(v, v) for k, v in fields.items()}
+    answer = post(client, key, body_of(event("bounce", "b1", type="bounce", **given)))
+    assert answer.status_code == 200
+    statuses = {s.email.split("@")[0]: s.status for s in store.subscribers.iter_all()}
+    expected = {"ana": "active", "bo": "active"}
+    if bounced:
+        expected[bounced] = "bounced"
+    assert statuses == expected

@@ -111,16 +111,48 @@ def cli(ctx: click.Context, config_path: str, debug: bool, now: datetime | None)
     Typical week:
       digest ingest                          # read the sources into the store
       digest build weekly --week 2026-W05    # select and freeze the edition
-      digest preview weekly --week 2026-W05 --subscriber ana@example.com
+      digest preview weekly --week 2026-W05 --subscriber ana.lima@example.com
       digest send weekly --week 2026-W05     # deliver, exactly once per subscriber
     """
     ctx.obj = Env(config_path=config_path, debug=debug, fixed_now=now)
 
 
 def _register() -> None:
-    from digest.cli import build, check, edition, events, ingest, preview, send, serve, subscribers
+    from digest.cli import (
+        ab,
+        archive,
+        build,
+        check,
+        db,
+        deliveries,
+        edition,
+        events,
+        ingest,
+        init,
+        preflight,
+        preview,
+        send,
+        serve,
+        subscribers,
+    )
 
-    for module in (check, ingest, build, edition, preview, send, subscribers, events, serve):
+    for module in (
+        init,
+        check,
+        db,
+        ingest,
+        build,
+        edition,
+        preview,
+        preflight,
+        send,
+        deliveries,
+        ab,
+        subscribers,
+        events,
+        serve,
+        archive,
+    ):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -12,7 +12,7 @@ import click
 
 from digest import editing
 from digest.cli import Env, pass_env
-from digest.editions import Edition
+from digest.editions import Edition, find_edition
 
 TITLE_WIDTH = 48
 EDITOR_ENV = "DIGEST_EDITOR"
@@ -95,7 +95,7 @@ def show_command(env: Env, digest: str, week: str, as_json: bool) -> None:
     Example:
       digest edition show weekly --week 2026-W48 --json
     """
-    edition = editing.load_edition(env.config, env.store, digest, week)
+    edition = find_edition(env.config, env.store.editions, digest, week)
     print_edition(env, edition, as_json, cards=True)
 
 
@@ -218,7 +218,7 @@ def history_command(env: Env, digest: str, week: str, as_json: bool) -> None:
     Example:
       digest edition history weekly --week 2026-W48
     """
-    edition = editing.load_edition(env.config, env.store, digest, week)
+    edition = find_edition(env.config, env.store.editions, digest, week)
     if as_json:
         click.echo(json.dumps([c.to_dict() for c in edition.changes], indent=2))
         return

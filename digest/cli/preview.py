@@ -24,11 +24,12 @@ COMMANDS: list[click.Command] = []
 def preview(env: Env, digest: str, week: str, email: str, out: Path | None) -> None:
     """Render a built edition for one subscriber, with real signed links, into files.
 
-    Prints both paths, the HTML size, the article count and any size warnings.
+    Prints both paths, the HTML size, the article count and any size warnings. When the
+    digest has an A/B test, also writes EMAIL.variants.html: every variant side by side.
 
     \b
     Example:
-      digest preview weekly --week 2026-W48 --subscriber ana@example.com
+      digest preview weekly --week 2026-W48 --subscriber ana.lima@example.com
     """
     from digest.render.preview import write_preview
 
@@ -37,6 +38,8 @@ def preview(env: Env, digest: str, week: str, email: str, out: Path | None) -> N
     sections = len({i.topic for i in rendered.items})
     click.echo(f"html: {result.html_path} ({rendered.html_bytes / 1024:.1f} KB)")
     click.echo(f"text: {result.text_path}")
+    if result.variants_path is not None:
+        click.echo(f"variants: {result.variants_path}")
     click.echo(f"subject: {rendered.subject}")
     click.echo(f"articles: {len(rendered.items)} in {sections} sections")
     for warning in rendered.warnings:

@@ -6,31 +6,25 @@ import json
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
 import click
 
 from digest import send as sending
+from digest.cancel import cancel_scheduled
 from digest.cli import Env, iso_datetime, pass_env
 from digest.config import secret
-from digest.editions import Edition
+from digest.editions import Edition, find_edition
 from digest.errors import ExitCode, NotFoundError
-from digest.store.locks import run_lock
 from digest.subscribers import Subscriber
 from digest.transports import TRANSPORTS, make_transport
 from digest.transports.base import Transport
 
 
 def _edition(env: Env, digest: str, week: str) -> Edition:
-    env.config.digest(digest)  # an unknown digest is a config error naming the known ones
-    edition = env.store.editions.get(f"{digest}/{week}")
-    if edition is None:
-        raise NotFoundError(
-            f"no edition {digest}/{week}", hint=f"digest build {digest} --week {week}"
-        )
-    return edition
+    return find_edition(env.config, env.store.editions, digest, week)
 
 
 @contextmanager
@@ -101,6 +95,7 @@ def _progress() -> Iterator[sending.Progress | None]:
     metavar="EMAIL",
     help="With --to: show the edition as this subscriber sees it.",
 )
+@click.option("--no-preflight", is_flag=True, help="Send without the preflight checks.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @pass_env
 def send_command(
@@ -114,6 +109,7 @@ def send_command(
     batch_size: int | None,
     to: tuple[str, ...],
     as_email: str | None,
+    no_preflight: bool,
     as_json: bool,
 ) -> None:
     """Deliver an edition, exactly once per subscriber; safe to run again to resume.
@@ -121,8 +117,10 @@ def send_command(
     \b
     Example:
       digest send weekly --week 2026-W05 --transport sendgrid --strict
-      digest send weekly --week 2026-W05 --to me@example.com --as ana@example.com
-    Exit code 3 when any delivery failed; see the summary lines for the reasons.
+      digest send weekly --week 2026-W05 --to me@example.com --as ana.lima@example.com
+    Exit code 3 when any delivery failed (see the summary lines for the reasons); 4 when
+    the provider refused the account (401/403) or delivery.max_failed_batches batches in a
+    row failed: the run stopped at once and undelivered rows stay pending.
     """
     config, edition = env.config, _edition(env, digest, week)
     out = make_transport(
@@ -138,7 +136,10 @@ def send_command(
             strict=strict,
             send_at=send_at,
         )
-        with _send_lock(env, edition), _progress() as progress:
+        from digest.cli.preflight import preflight_before_send
+
+        preflight_before_send(env, edition, skip=no_preflight)
+        with _progress() as progress:
             summary = sending.send_edition(
                 edition,
                 config=config,
@@ -159,11 +160,6 @@ def send_command(
             click.echo(f"  {count} failed: {reason}")
     if summary.failed:
         raise SystemExit(int(ExitCode.DELIVERY_FAILED))
-
-
-def _send_lock(env: Env, edition: Edition) -> AbstractContextManager[None]:
-    """One send (or cancel) of an edition at a time; a crashed run's lock dies with it."""
-    return run_lock(env.store.engine, f"send-{edition.key}", what=f"a send of {edition.key}")
 
 
 def _test_send(
@@ -208,8 +204,10 @@ def _subscriber(env: Env, as_email: str | None) -> Subscriber:
 def cancel_command(env: Env, digest: str, week: str) -> None:
     """Cancel the edition's scheduled SendGrid batches; their rows go back to pending.
 
-    Only batches at least 10 minutes from their send time can still be withheld. Run
-    `digest send` again (maybe with a new --send-at) to deliver them later.
+    Only batches at least delivery.sendgrid.cancel_margin_seconds (600) from their send
+    time can still be withheld; when SendGrid's limit of 10 cancelled batches is reached,
+    it waits for the oldest to lapse while that still leaves time. Run `digest send`
+    again (maybe with a new --send-at) to deliver them later.
 
     \b
     Example:
@@ -218,14 +216,16 @@ def cancel_command(env: Env, digest: str, week: str) -> None:
     edition = _edition(env, digest, week)
     out = make_transport("sendgrid", env.config, edition_key=edition.key, now=env.now)
     try:
-        with _send_lock(env, edition):
-            result = sending.cancel_scheduled(
-                edition.key, ledger=env.store.deliveries, transport=out, now=env.now
-            )
+        result = cancel_scheduled(
+            edition, ledger=env.store.deliveries, transport=out, now=env.now, sleep=time.sleep
+        )
     finally:
         out.close()
     batches = "batch" if result.batches == 1 else "batches"
     click.echo(f"cancelled {result.batches} {batches}, {result.rows} deliveries back to pending")
+    if result.missed:
+        click.echo(f"{result.missed} batches were too close to their send time to be withheld")
+        raise SystemExit(int(ExitCode.DELIVERY_FAILED))
 
 
 COMMANDS: list[click.Command] = [send_command, cancel_command]

@@ -152,7 +152,7 @@ def add(
 
     \b
     Example:
-      digest subscribers add ana@example.com --name Ana --topic tech --topic climate
+      digest subscribers add new.reader@example.com --name Noor --topic tech --topic climate
     """
     s = add_subscriber(
         env.config, env.store, email, topics=topics, name=name, timezone=timezone,
@@ -172,7 +172,7 @@ def remove(env: Env, email: str) -> None:
 
     \b
     Example:
-      digest subscribers remove ana@example.com
+      digest subscribers remove ana.lima@example.com
     """
     s = remove_subscriber(env.store, email)
     click.echo(f"removed {s.email}")
@@ -186,7 +186,7 @@ def show(env: Env, email: str) -> None:
 
     \b
     Example:
-      digest subscribers show ana@example.com
+      digest subscribers show ana.lima@example.com
     """
     record = find_subscriber(env.store, email)
     s = record.subscriber

@@ -9,7 +9,7 @@ from typing import Any
 import jinja2
 from markupsafe import escape
 
-from digest.config import Config
+from digest.config import Config, Variant
 from digest.editions import Edition, EditionItem
 from digest.errors import TemplateError
 from digest.render.templates import CompiledTemplate, line_of
@@ -34,6 +34,7 @@ class RenderedEmail:
     items: tuple[EditionItem, ...]  # the articles shown, in section order
     dropped: tuple[EditionItem, ...]  # lowest-ranked articles left out to stay under the clip
     warnings: tuple[str, ...]
+    sender_name: str = ""  # From display name when it differs from sender.name (A/B tests)
 
     @property
     def html_bytes(self) -> int:
@@ -47,22 +48,27 @@ def render_email(
     topics: Iterable[str],
     *,
     links: Mapping[str, str] | None = None,
+    variant: Variant | None = None,
+    web: bool = False,
 ) -> RenderedEmail:
     """The email for a subscriber of `topics`: one section per chosen topic the edition has.
 
     With `links=None` the UNSUBSCRIBE / PREFERENCES placeholders stay in the content, so it
     renders once per distinct content and each recipient's signed URLs are substituted
-    later; `links={UNSUBSCRIBE: url, PREFERENCES: url}` substitutes them now. Articles are
+    later; `links={UNSUBSCRIBE: url, PREFERENCES: url}` substitutes them now. `web=True`
+    renders the edition's web page, which carries no personal link at all. Articles are
     dropped, lowest rank first, until the HTML fits HTML_BUDGET; `warnings` says which.
     Same inputs, same bytes. An undefined name in a template raises TemplateError.
+    A `variant` of an A/B test sets the subject pattern, preheader and sender name.
     """
-    subject = subject_for(config, edition)
+    subject = subject_for(config, edition, variant.subject if variant else None)
+    lead = variant.preheader if variant else None
     chosen = in_sections(edition, topics)
-    html, text = _render(compiled, context(config, edition, chosen, subject))
+    html, text = _render(compiled, context(config, edition, chosen, subject, lead, web=web))
     kept = chosen
     dropped: tuple[EditionItem, ...] = ()
     if _size(html) > HTML_BUDGET and len(chosen) > 1:
-        kept, html, text = _fit(compiled, config, edition, chosen, subject)
+        kept, html, text = _fit(compiled, config, edition, chosen, subject, lead, web)
         shown = {id(i) for i in kept}
         dropped = tuple(i for i in chosen if id(i) not in shown)
     warnings = _warnings(_size(html), dropped)
@@ -71,12 +77,13 @@ def render_email(
         text = _substitute(text, dict(links))
     return RenderedEmail(
         subject=subject,
-        preheader=preheader(kept),
+        preheader=lead or preheader(kept),
         html=html,
         text=text,
         items=kept,
         dropped=dropped,
         warnings=warnings,
+        sender_name=(variant.sender_name if variant else None) or "",
     )
 
 
@@ -90,6 +97,8 @@ def _fit(
     edition: Edition,
     chosen: tuple[EditionItem, ...],
     subject: str,
+    lead: str | None,
+    web: bool = False,
 ) -> tuple[tuple[EditionItem, ...], str, str]:
     """The most best-ranked articles that fit the budget, found by bisection (≈log2 n renders)."""
     by_rank = sorted(chosen, key=lambda i: i.rank)
@@ -101,11 +110,12 @@ def _fit(
     # Invariant: `low` articles fit (or low == 1, the least an email can carry); `high` do not.
     low, high = 1, len(chosen)
     fitted = best(1)
-    html, text = _render(compiled, context(config, edition, fitted, subject))
+    html, text = _render(compiled, context(config, edition, fitted, subject, lead, web=web))
     while high - low > 1:
         mid = (low + high) // 2
         items = best(mid)
-        mid_html, mid_text = _render(compiled, context(config, edition, items, subject))
+        ctx = context(config, edition, items, subject, lead, web=web)
+        mid_html, mid_text = _render(compiled, ctx)
         if _size(mid_html) <= HTML_BUDGET:
             low, fitted, html, text = mid, items, mid_html, mid_text
         else:

@@ -5,19 +5,31 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from digest import tokens
 from digest.config import Config, secret
+from digest.editions import EditionReader, find_edition
 from digest.errors import NotFoundError, UsageError
 from digest.render.email import RenderedEmail, render_email
 from digest.render.templates import compile_template
 from digest.render.view import PREFERENCES, UNSUBSCRIBE
-
-if TYPE_CHECKING:
-    from digest.store import Store
+from digest.subscriber import Subscriber
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@+-]")
+
+
+class SubscriberLookup(Protocol):
+    def get_by_email(self, email: str) -> Subscriber | None: ...
+
+
+class PreviewStore(Protocol):
+    """The store operations a preview uses (digest.store.Store implements them)."""
+
+    @property
+    def editions(self) -> EditionReader: ...
+    @property
+    def subscribers(self) -> SubscriberLookup: ...
 
 
 @dataclass(frozen=True)
@@ -26,6 +38,7 @@ class Preview:
     text_path: Path
     email: RenderedEmail
     note: str  # e.g. why a real send would skip this subscriber
+    variants_path: Path | None = None  # every A/B variant side by side, when the digest has a test
 
 
 def default_out(config: Config, digest: str, week: str) -> Path:
@@ -33,7 +46,7 @@ def default_out(config: Config, digest: str, week: str) -> Path:
 
 
 def write_preview(
-    config: Config, store: Store, digest: str, week: str, email: str, out: Path | None = None
+    config: Config, store: PreviewStore, digest: str, week: str, email: str, out: Path | None = None
 ) -> Preview:
     """Render the frozen edition for one stored subscriber with real signed links.
 
@@ -42,11 +55,7 @@ def write_preview(
     UsageError when the subscriber follows none of the edition's topics.
     """
     spec = config.digest(digest)
-    edition = store.editions.get(f"{digest}/{week}")
-    if edition is None:
-        raise NotFoundError(
-            f"no edition {digest}/{week}", hint=f"run: digest build {digest} --week {week}"
-        )
+    edition = find_edition(config, store.editions, digest, week)
     subscriber = store.subscribers.get_by_email(email)
     if subscriber is None or subscriber.id is None:
         raise NotFoundError(
@@ -66,13 +75,26 @@ def write_preview(
             hint=f"the edition has: {', '.join(edition.topics())}",
         )
     rendered = render_email(compiled, config, edition, topics, links=links)
-    out = out if out is not None else default_out(config, digest, week)
+    out = out if out is not None else default_out(config, edition.digest, edition.period)
     out.mkdir(parents=True, exist_ok=True)
     stem = _UNSAFE.sub("_", subscriber.email)
     html_path, text_path = out / f"{stem}.html", out / f"{stem}.txt"
     html_path.write_text(rendered.html, encoding="utf-8")
     text_path.write_text(rendered.text, encoding="utf-8")
+    variants_path = None
+    if spec.experiment is not None:
+        from digest.experiments.preview import write_variants
+
+        variants_path = write_variants(
+            config, edition, topics, links, out / f"{stem}.variants.html"
+        )
     note = ""
     if subscriber.status != "active":
         note = f"subscriber is {subscriber.status}: a real send would skip them"
-    return Preview(html_path=html_path, text_path=text_path, email=rendered, note=note)
+    return Preview(
+        html_path=html_path,
+        text_path=text_path,
+        email=rendered,
+        note=note,
+        variants_path=variants_path,
+    )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import threading
 from dataclasses import dataclass
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 import jinja2
@@ -18,6 +19,7 @@ from jinja2 import meta
 from mjml import mjml2html
 
 from digest.errors import TemplateError
+from digest.shipped import find_template, shipped_template_names
 
 # Every name render_email puts in a template's context; anything else is a typo.
 CONTEXT_NAMES = frozenset(
@@ -35,6 +37,8 @@ CONTEXT_NAMES = frozenset(
         "ai_generated",
         "unsubscribe_url",
         "preferences_url",
+        "web_url",
+        "subscribe_url",
     }
 )
 
@@ -66,13 +70,13 @@ class CompiledTemplate:
     name: str
     html: jinja2.Template
     text: jinja2.Template
-    path: Path  # templates/NAME.mjml
-    text_path: Path  # templates/NAME.txt
+    path: Path | Traversable  # NAME.mjml: the project's, or the one digest ships
+    text_path: Path | Traversable  # NAME.txt, found the same way
     html_source: str  # the MJML source, to point undefined names at a line
     text_source: str
 
 
-_CACHE: dict[str, tuple[tuple[int, ...], CompiledTemplate]] = {}
+_CACHE: dict[tuple[str, str], tuple[tuple[object, ...], CompiledTemplate]] = {}
 _LOCK = threading.Lock()
 
 
@@ -94,16 +98,18 @@ def text_environment() -> jinja2.Environment:
 def compile_template(templates_dir: Path, name: str) -> CompiledTemplate:
     """Templates NAME.mjml + NAME.txt, compiled once per process and file version.
 
-    The cache is keyed by path and each file's mtime and size, so an edited template is
-    picked up without a restart. Raises TemplateError naming the file and the reason
+    Each file comes from `templates_dir` when the project has it, else from the templates
+    digest ships (see digest.shipped). The cache is keyed by folder and name, and checks
+    which files were found and their mtime and size, so an edited or newly added template
+    is picked up without a restart. Raises TemplateError naming the file and the reason
     (and the line when known) for a missing file, invalid MJML or a Jinja syntax error.
     """
     if not _NAME.match(name):
         raise TemplateError(str(templates_dir), f"invalid template name {name!r}")
-    mjml_path = templates_dir / f"{name}.mjml"
-    text_path = templates_dir / f"{name}.txt"
+    mjml_path = _find(templates_dir, f"{name}.mjml")
+    text_path = _find(templates_dir, f"{name}.txt")
     stamp = _stamp(mjml_path) + _stamp(text_path)
-    key = str(mjml_path.resolve())
+    key = (str(templates_dir.resolve()), name)
     with _LOCK:
         cached = _CACHE.get(key)
     if cached is not None and cached[0] == stamp:
@@ -114,19 +120,29 @@ def compile_template(templates_dir: Path, name: str) -> CompiledTemplate:
     return compiled
 
 
-def _stamp(path: Path) -> tuple[int, int]:
+def _find(templates_dir: Path, filename: str) -> Path | Traversable:
+    found = find_template(templates_dir, filename)
+    if found is None:
+        shipped = ", ".join(shipped_template_names())
+        raise TemplateError(
+            str(templates_dir / filename),
+            "template not found",
+            hint=f"create {filename} in {templates_dir}; digest ships: {shipped}",
+        )
+    return found
+
+
+def _stamp(path: Path | Traversable) -> tuple[object, ...]:
+    if not isinstance(path, Path):
+        return (str(path),)  # shipped with the package: changes only with a new install
     try:
         st = path.stat()
-    except FileNotFoundError:
-        raise TemplateError(
-            str(path), "template not found", hint=f"create {path.name} in {path.parent}"
-        ) from None
     except OSError as exc:
         raise TemplateError(str(path), exc.strerror or str(exc)) from None
-    return (st.st_mtime_ns, st.st_size)
+    return (str(path), st.st_mtime_ns, st.st_size)
 
 
-def _read(path: Path) -> str:
+def _read(path: Path | Traversable) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
@@ -135,7 +151,9 @@ def _read(path: Path) -> str:
         raise TemplateError(str(path), exc.strerror or str(exc)) from None
 
 
-def _compile(name: str, mjml_path: Path, text_path: Path) -> CompiledTemplate:
+def _compile(
+    name: str, mjml_path: Path | Traversable, text_path: Path | Traversable
+) -> CompiledTemplate:
     source = _read(mjml_path)
     text_source = _read(text_path)
     html_env, text_env = html_environment(), text_environment()
@@ -163,7 +181,7 @@ def _compile(name: str, mjml_path: Path, text_path: Path) -> CompiledTemplate:
     )
 
 
-def _check_jinja(env: jinja2.Environment, source: str, path: Path) -> None:
+def _check_jinja(env: jinja2.Environment, source: str, path: Path | Traversable) -> None:
     """Syntax errors and unknown names, with the line in the file the author edits."""
     try:
         ast = env.parse(source)
@@ -181,7 +199,7 @@ def _check_jinja(env: jinja2.Environment, source: str, path: Path) -> None:
         )
 
 
-def _check_mjml(source: str, path: Path) -> None:
+def _check_mjml(source: str, path: Path | Traversable) -> None:
     """Input mjml-python accepts but silently drops or breaks on, reported with its line."""
     for tag in _JINJA_TAG.finditer(source):
         if "<" in tag.group():
@@ -213,7 +231,7 @@ def _check_mjml(source: str, path: Path) -> None:
             )
 
 
-def _mjml_error(source: str, path: Path, reason: str) -> TemplateError:
+def _mjml_error(source: str, path: Path | Traversable, reason: str) -> TemplateError:
     line = None
     position = _POSITION.search(reason)
     if position:

@@ -68,8 +68,9 @@ def date_range(start: date, end: date) -> str:
     return f"{start:%b} {start.day} – {end.day}, {end.year}"
 
 
-def subject_for(config: Config, edition: Edition) -> str:
-    """The subject from the digest's `subject` pattern (fields: site, name, start, end, week)."""
+def subject_for(config: Config, edition: Edition, pattern: str | None = None) -> str:
+    """The subject from `pattern`, default the digest's `subject` (fields: site, name, start,
+    end, week)."""
     digest = config.digest(edition.digest)
     fields = {
         "site": config.site.name,
@@ -79,7 +80,7 @@ def subject_for(config: Config, edition: Edition) -> str:
         "week": edition.period,
     }
     try:
-        return digest.subject.format(**fields)
+        return (pattern or digest.subject).format(**fields)
     except KeyError as exc:
         reason = f"unknown field {{{exc.args[0]}}} (known: {', '.join(fields)})"
     except (ValueError, IndexError) as exc:
@@ -105,6 +106,23 @@ def with_utm(url: str, *, campaign: str, content: str) -> str:
 
 def campaign_of(digest: Digest, edition: Edition) -> str:
     return digest.utm_campaign or f"{digest.key}-{edition.period}"
+
+
+ARCHIVE_PATH = "/archive"
+
+
+def edition_path(edition: Edition, topics: Sequence[str] = ()) -> str:
+    """`/archive/DIGEST/PERIOD/` (every section), or `…/PERIOD/a+b/` for one topic mix."""
+    shown = [t for t in edition.topics() if t in set(topics)]
+    mix = "" if not topics or shown == edition.topics() else "+".join(shown) + "/"
+    return f"{ARCHIVE_PATH}/{edition.digest}/{edition.period}/{mix}"
+
+
+def edition_url(config: Config, edition: Edition, topics: Sequence[str] = ()) -> str:
+    """The edition's web page for this topic mix; empty when the digest's archive is off."""
+    if config.digest(edition.digest).archive == "off":
+        return ""
+    return config.site.base_url + edition_path(edition, topics)
 
 
 def in_sections(edition: Edition, topics: Iterable[str]) -> tuple[EditionItem, ...]:
@@ -163,9 +181,20 @@ def preheader(items: Sequence[EditionItem]) -> str:
 
 
 def context(
-    config: Config, edition: Edition, items: Sequence[EditionItem], subject: str
+    config: Config,
+    edition: Edition,
+    items: Sequence[EditionItem],
+    subject: str,
+    preheader_text: str | None = None,
+    *,
+    web: bool = False,
 ) -> dict[str, Any]:
-    """Every name a template may use (see templates.CONTEXT_NAMES)."""
+    """Every name a template may use (see templates.CONTEXT_NAMES); `preheader_text`
+    replaces the first titles (an A/B variant's preheader).
+
+    `web=True` is the edition's web page: no personal link and no "view in browser" link;
+    the template shows a subscribe link where an email has its unsubscribe links.
+    """
     digest = config.digest(edition.digest)
     names = {t.key: t.name for t in config.topics}
     campaign = campaign_of(digest, edition)
@@ -181,7 +210,7 @@ def context(
         "site": config.site,
         "digest": digest,
         "subject": subject,
-        "preheader": preheader(items),
+        "preheader": preheader_text or preheader(items),
         "date_range": date_range(edition.start.date(), last_day(edition)),
         "intro": tuple(p for p in edition.intro.split("\n\n") if p.strip()),
         "sections": sections,
@@ -189,6 +218,8 @@ def context(
         "topic_names": [s.name for s in sections],
         "topic_list": _and_list([s.name for s in sections]),
         "ai_generated": any(i.article.ai_generated for i in items),
-        "unsubscribe_url": UNSUBSCRIBE,
-        "preferences_url": PREFERENCES,
+        "unsubscribe_url": "" if web else UNSUBSCRIBE,
+        "preferences_url": "" if web else PREFERENCES,
+        "web_url": "" if web else edition_url(config, edition, [s.key for s in sections]),
+        "subscribe_url": f"{config.site.base_url}/subscribe",
     }

@@ -111,9 +111,7 @@ def _ingest_one(
         return found
     counts = store.articles.upsert(found.articles, now=now() if callable(now) else now)
     claimed.update(dict.fromkeys((a.id for a in found.articles), source.name))
-    return replace(
-        found, added=counts.added, updated=counts.updated, unchanged=counts.unchanged
-    )
+    return replace(found, added=counts.added, updated=counts.updated, unchanged=counts.unchanged)
 
 
 def read_source(

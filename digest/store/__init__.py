@@ -10,15 +10,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError, SQLAlchemyError
 
 from digest.errors import DigestError
 from digest.store.articles import ArticleStore
+from digest.store.consents import ConsentStore
 from digest.store.deliveries import DeliveryStore
 from digest.store.editions import EditionStore
 from digest.store.events import EventStore
-from digest.store.schema import metadata
+from digest.store.experiments import ExperimentStore
+from digest.store.migrate import check_version
 from digest.store.subscribers import SubscriberStore
 
 
@@ -30,9 +33,20 @@ class Store:
     subscribers: SubscriberStore
     deliveries: DeliveryStore
     events: EventStore
+    experiments: ExperimentStore
+    consents: ConsentStore
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def ping(self) -> bool:
+        """Whether the database answers a trivial query (for health checks)."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except SQLAlchemyError:
+            return False
+        return True
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -45,19 +59,37 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def open_store(url: str, *, create: bool = True) -> Store:
-    """Open (and by default create the tables of) the store at `url`."""
+def connect(url: str) -> Engine:
+    """An engine for `url`; a bad URL or a missing driver is a DigestError saying which."""
     try:
-        engine = create_engine(url, future=True)
+        engine = create_engine(url)
+    except ModuleNotFoundError as exc:
+        raise DigestError(
+            f"store: no driver for {_shown(url)}: {exc}",
+            hint="for PostgreSQL: pip install 'digest[postgres]'",
+        ) from None
     except (ArgumentError, ImportError) as exc:
-        raise DigestError(f"store: cannot open {url!r}: {exc}") from None
+        raise DigestError(f"store: cannot open {_shown(url)}: {exc}") from None
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
-    if create:
-        try:
-            metadata.create_all(engine)
-        except OperationalError as exc:
-            raise DigestError(f"store: cannot open {url!r}: {exc.orig}") from None
+    return engine
+
+
+def open_store(url: str, *, create: bool = True) -> Store:
+    """Open the store at `url` after checking its schema version.
+
+    An empty database is created at the current version unless `create` is False; a store
+    of another version is refused with a hint to run `digest db upgrade`.
+    """
+    engine = connect(url)
+    try:
+        check_version(engine, create=create)
+    except (OperationalError, InterfaceError) as exc:
+        engine.dispose()
+        raise DigestError(f"store: cannot open {_shown(url)}: {exc.orig}") from None
+    except DigestError:
+        engine.dispose()
+        raise
     return Store(
         engine=engine,
         articles=ArticleStore(engine),
@@ -65,4 +97,14 @@ def open_store(url: str, *, create: bool = True) -> Store:
         subscribers=SubscriberStore(engine),
         deliveries=DeliveryStore(engine),
         events=EventStore(engine),
+        experiments=ExperimentStore(engine),
+        consents=ConsentStore(engine),
     )
+
+
+def _shown(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return repr(url)

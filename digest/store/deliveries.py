@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
+    Connection,
     Engine,
     Integer,
     String,
@@ -29,9 +31,21 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
-from digest.errors import DigestError
-from digest.store.schema import UTCDateTime, deliveries, subscribers
+from digest.editions import Edition
+from digest.errors import DigestError, UsageError
+from digest.store.busy import retry_locked
+from digest.store.locks import edition_lock
+from digest.store.schema import (
+    UTCDateTime,
+    changed,
+    deliveries,
+    editions,
+    provider_holds,
+    subscribers,
+)
 from digest.transports.base import SendResult
+
+T = TypeVar("T")
 
 STATES = ("pending", "sending", "sent", "failed", "suppressed")
 PLAN_CHUNK = 10_000  # subscribers read per planning transaction
@@ -87,27 +101,37 @@ class DeliveryStore:
             .limit(PLAN_CHUNK)
         )
         decoded: dict[str, tuple[str, ...]] = {}
-        last, added = 0, 0
-        while True:
-            with self.engine.begin() as conn:
-                rows = conn.execute(query, {"last": last}).all()
-                if not rows:
-                    return added
-                groups: dict[tuple[str, str], list[int]] = {}
-                for sid, text in rows:
-                    topics = decoded.get(text)
-                    if topics is None:
-                        if len(decoded) > TOPIC_CACHE:  # keep memory flat on varied lists
-                            decoded.clear()
-                        topics = decoded[text] = tuple(json.loads(text) or ()) if text else ()
-                    assigned = assign(sid, topics)
-                    if assigned is not None:
-                        groups.setdefault(assigned, []).append(sid)
-                for (key, variant), ids in groups.items():
-                    for chunk in _chunks(ids):
-                        stmt = self._insert_from(edition_key, key, variant, chunk, now)
-                        added += max(conn.execute(stmt).rowcount, 0)
-            last = rows[-1][0]
+
+        def chunk(conn: Connection, last: int) -> tuple[int, int | None]:
+            """Plan one chunk of subscribers in one commit: (rows added, last id read)."""
+            rows = conn.execute(query, {"last": last}).all()
+            if not rows:
+                return 0, None
+            groups: dict[tuple[str, str], list[int]] = {}
+            for sid, text in rows:
+                topics = decoded.get(text)
+                if topics is None:
+                    if len(decoded) > TOPIC_CACHE:  # keep memory flat on varied lists
+                        decoded.clear()
+                    topics = decoded[text] = tuple(json.loads(text) or ()) if text else ()
+                assigned = assign(sid, topics)
+                if assigned is not None:
+                    groups.setdefault(assigned, []).append(sid)
+            added = 0
+            for (key, variant), ids in groups.items():
+                for part in _chunks(ids):
+                    stmt = self._insert_from(edition_key, key, variant, part, now)
+                    # counted from RETURNING: rowcount is -1 for ON CONFLICT on PostgreSQL
+                    added += changed(conn, stmt, _d.id)
+            return added, rows[-1][0]
+
+        last: int | None = 0
+        total = 0
+        while last is not None:
+            at = last
+            added, last = self._write("plan", lambda conn: chunk(conn, at))  # noqa: B023
+            total += added
+        return total
 
     def _insert_from(
         self, edition_key: str, key: str, variant: str, ids: list[int], now: datetime
@@ -164,8 +188,9 @@ class DeliveryStore:
             )
             .values(state="suppressed", last_error=GONE, updated_at=now)
         )
-        with self.engine.begin() as conn:
-            return max(conn.execute(stmt).rowcount, 0)
+        return self._write(
+            "suppress rows of inactive subscribers", lambda conn: changed(conn, stmt, _d.id)
+        )
 
     def pending(
         self, edition_key: str, content_key: str, limit: int, *, after: int = 0
@@ -213,20 +238,20 @@ class DeliveryStore:
             .where(subscribers.c.id == _d.subscriber_id, subscribers.c.status == "active")
             .exists()
         )
-        claimed: set[int] = set()
-        gone = 0
-        with self.engine.begin() as conn:
+
+        def work(conn: Connection) -> tuple[set[int], int]:
+            claimed: set[int] = set()
+            gone = 0
             for chunk in _chunks(list(ids)):
                 # by primary key only: naming the edition too would let SQLite pick the
                 # (edition, state) index and scan every pending row of the edition
                 mine = and_(_d.id.in_(chunk), _d.state == "pending")
-                gone += max(
-                    conn.execute(
-                        update(deliveries)
-                        .where(mine, ~active)
-                        .values(state="suppressed", last_error=GONE, updated_at=now)
-                    ).rowcount,
-                    0,
+                gone += changed(
+                    conn,
+                    update(deliveries)
+                    .where(mine, ~active)
+                    .values(state="suppressed", last_error=GONE, updated_at=now),
+                    _d.id,
                 )
                 # Rows no longer pending (another send took them) are simply not sent here.
                 claimed.update(
@@ -245,7 +270,9 @@ class DeliveryStore:
                         .returning(_d.id)
                     ).scalars()
                 )
-        return claimed, gone
+            return claimed, gone
+
+        return self._write("claim a batch", work)
 
     def record(self, results: Sequence[SendResult], *, retries: int, now: datetime) -> None:
         """Write each final result (sent or failed) of one provider call, in one commit.
@@ -258,7 +285,8 @@ class DeliveryStore:
             groups.setdefault((r.ok, r.message_id if r.ok else r.error or "failed"), []).append(
                 r.delivery_id
             )
-        with self.engine.begin() as conn:
+
+        def work(conn: Connection) -> None:
             for (ok, value), ids in groups.items():
                 values: dict[str, Any] = {"updated_at": now}
                 if retries:
@@ -274,6 +302,83 @@ class DeliveryStore:
                     values.update(state="failed", last_error=value, sent_at=None)
                 for chunk in _chunks(ids):
                     conn.execute(update(deliveries).where(_d.id.in_(chunk)).values(**values))
+
+        self._write("record results", work)
+
+    def release_ids(self, ids: Sequence[int], *, now: datetime) -> int:
+        """Rows of a call that provably delivered nothing go from `sending` back to pending,
+        to be claimed again (and checked against unsubscribes again) before the next try."""
+
+        def work(conn: Connection) -> int:
+            moved = 0
+            for chunk in _chunks(list(ids)):
+                stmt = (
+                    update(deliveries)
+                    .where(_d.id.in_(chunk), _d.state == "sending")
+                    .values(state="pending", provider_batch_id=None, sent_at=None, updated_at=now)
+                    .returning(_d.id)
+                )
+                moved += len(conn.execute(stmt).all())
+            return moved
+
+        return self._write("release a batch", work)
+
+    # -- provider holds (SendGrid: at most 10 cancelled batches at a time) ----------
+    def add_hold(self, batch_id: str, edition_key: str, *, until: datetime, now: datetime) -> None:
+        """Remember a cancelled provider batch until its send time passes."""
+        h = provider_holds.c
+
+        def work(conn: Connection) -> None:
+            conn.execute(provider_holds.delete().where(h.batch_id == batch_id))
+            conn.execute(
+                provider_holds.insert().values(
+                    batch_id=batch_id, edition_key=edition_key, until=until, created_at=now
+                )
+            )
+
+        self._write("remember a cancelled batch", work)
+
+    def holds(self, *, now: datetime) -> list[datetime]:
+        """Send times of the cancelled batches that still hold a cancel, soonest first."""
+        h = provider_holds.c
+        query = select(h.until).where(h.until > now).order_by(h.until)
+        with self.engine.connect() as conn:
+            return [r.until for r in conn.execute(query)]
+
+    # -- guarding a run ------------------------------------------------------
+    @contextmanager
+    def holding(self, edition: Edition) -> Iterator[None]:
+        """Hold the edition's lock for a send, after checking the store still has `edition`
+        as it was read: a send renders exactly the frozen edition it locked."""
+        with edition_lock(self.engine, edition.key):
+            with self.engine.connect() as conn:
+                row = conn.execute(
+                    select(editions.c.data).where(editions.c.key == edition.key)
+                ).first()
+            if row is None or not Edition.from_dict(row.data).same_content(edition):
+                raise UsageError(
+                    f"edition {edition.key} changed or was removed since this send read it",
+                    hint="run the send again: it reads the edition as it is now",
+                )
+            yield
+
+    def audience_topics(self) -> Iterator[tuple[str, ...]]:
+        """Each distinct topic list of the active subscribers (what planning will assign)."""
+        s = subscribers.c
+        query = select(cast(s.topics, Text)).where(s.status == "active").distinct()
+        with self.engine.connect() as conn:
+            texts = [r[0] for r in conn.execute(query)]
+        for text in texts:
+            yield tuple(json.loads(text) or ()) if text else ()
+
+    def _write(self, what: str, work: Callable[[Connection], T]) -> T:
+        """Run `work` in one transaction, starting it again while the database is locked."""
+
+        def attempt() -> T:
+            with self.engine.begin() as conn:
+                return work(conn)
+
+        return retry_locked(attempt, what=what)
 
     # -- after a crash -------------------------------------------------------
     def in_doubt(self, edition_key: str) -> list[tuple[str | None, datetime | None, int]]:
@@ -321,8 +426,7 @@ class DeliveryStore:
             .where(and_(_d.edition_key == edition_key, _d.state.in_(from_states), batch))
             .values(**values)
         )
-        with self.engine.begin() as conn:
-            return max(conn.execute(stmt).rowcount, 0)
+        return self._write("settle rows", lambda conn: changed(conn, stmt, _d.id))
 
     def retry_failed(self, edition_key: str, *, now: datetime) -> int:
         """Failed rows go back to pending so this run sends them again."""
@@ -331,13 +435,12 @@ class DeliveryStore:
             .where(_d.edition_key == edition_key, _d.state == "failed")
             .values(state="pending", provider_batch_id=None, updated_at=now)
         )
-        with self.engine.begin() as conn:
-            return max(conn.execute(stmt).rowcount, 0)
+        return self._write("retry failed rows", lambda conn: changed(conn, stmt, _d.id))
 
-    def scheduled(self, edition_key: str, *, now: datetime) -> list[str]:
-        """Provider batches of this edition whose send time is still ahead."""
+    def scheduled(self, edition_key: str, *, now: datetime) -> list[tuple[str, datetime]]:
+        """Provider batches of this edition whose send time is still ahead, with that time."""
         query = (
-            select(_d.provider_batch_id)
+            select(_d.provider_batch_id, func.min(_d.sent_at).label("at"))
             .where(
                 _d.edition_key == edition_key,
                 _d.state.in_(("sent", "sending")),
@@ -348,7 +451,7 @@ class DeliveryStore:
             .order_by(func.min(_d.id))
         )
         with self.engine.connect() as conn:
-            return [r.provider_batch_id for r in conn.execute(query)]
+            return [(r.provider_batch_id, r.at) for r in conn.execute(query)]
 
     # -- reporting -----------------------------------------------------------
     def counts(self, edition_key: str) -> dict[str, int]:

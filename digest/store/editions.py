@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import builtins
 from datetime import datetime
 
-from sqlalchemy import Connection, Engine, delete, select
+from sqlalchemy import Connection, Engine, delete, func, select
 
 from digest.editions import Edition
 from digest.errors import UsageError
+from digest.store.locks import edition_lock
 from digest.store.schema import deliveries, edition_articles, editions
 
 
@@ -26,7 +28,7 @@ class EditionStore:
         Replacing an edition that has deliveries is refused inside the same transaction, so a
         send that starts meanwhile can never find its edition changed under it.
         """
-        with self.engine.begin() as conn:
+        with edition_lock(self.engine, edition.key), self.engine.begin() as conn:
             if replace:
                 if _has_deliveries(conn, edition.key):
                     raise UsageError(
@@ -50,15 +52,26 @@ class EditionStore:
             _write_carried(conn, edition)
 
     def update(self, edition: Edition, *, approved_at: datetime | None = None) -> None:
-        """Rewrite an edition after an editor's change (pin, drop, reorder, set, approve).
+        """Rewrite an edition after an editor's change (pin, drop, reorder, approve).
 
-        Refused inside the same transaction once the edition has deliveries: a sent
-        edition is frozen.
+        A change of content takes the edition's lock and is refused, inside the same
+        transaction, once the edition has deliveries: a send never sees it change.
         """
+        stored = self.get(edition.key)
+        if stored is None or stored.same_content(edition):
+            self._write(edition, approved_at)
+            return
+        with edition_lock(self.engine, edition.key):
+            self._write(edition, approved_at, frozen_check=True)
+
+    def _write(
+        self, edition: Edition, approved_at: datetime | None, *, frozen_check: bool = False
+    ) -> None:
         with self.engine.begin() as conn:
-            if _has_deliveries(conn, edition.key):
+            if frozen_check and _has_deliveries(conn, edition.key):
                 raise UsageError(
-                    f"edition {edition.key} has deliveries; it can no longer be changed"
+                    f"edition {edition.key} has deliveries; it can no longer be changed",
+                    hint="a sent edition stays as it was sent",
                 )
             values: dict[str, object] = {"status": edition.status, "data": edition.to_dict()}
             if approved_at is not None:
@@ -83,7 +96,7 @@ class EditionStore:
         with self.engine.connect() as conn:
             return _has_deliveries(conn, key)
 
-    def list(self, digest: str | None = None) -> list[tuple[str, str, datetime]]:
+    def list(self, digest: str | None = None) -> builtins.list[tuple[str, str, datetime]]:
         query = select(editions.c.key, editions.c.status, editions.c.created_at).order_by(
             editions.c.key
         )
@@ -91,6 +104,36 @@ class EditionStore:
             query = query.where(editions.c.digest == digest)
         with self.engine.connect() as conn:
             return [(r.key, r.status, r.created_at) for r in conn.execute(query)]
+
+    def published(self, digest: str) -> builtins.list[tuple[Edition, datetime]]:
+        """Editions of `digest` that went out (a delivery was sent), newest first, each with
+        the time its first delivery was sent."""
+        first_sent = (
+            select(deliveries.c.edition_key, func.min(deliveries.c.sent_at).label("at"))
+            .where(deliveries.c.state == "sent", deliveries.c.sent_at.is_not(None))
+            .group_by(deliveries.c.edition_key)
+            .subquery()
+        )
+        query = (
+            select(editions.c.data, first_sent.c.at)
+            .join(first_sent, first_sent.c.edition_key == editions.c.key)
+            .where(editions.c.digest == digest)
+            .order_by(editions.c.period.desc())
+        )
+        with self.engine.connect() as conn:
+            return [(Edition.from_dict(r.data), r.at) for r in conn.execute(query)]
+
+    def topic_mixes(self, key: str) -> builtins.list[tuple[str, ...]]:
+        """The distinct topic sets edition `key` was sent with (from its deliveries)."""
+        query = (
+            select(deliveries.c.content_key)
+            .where(deliveries.c.edition_key == key, deliveries.c.state == "sent")
+            .distinct()
+        )
+        with self.engine.connect() as conn:
+            keys = sorted(str(r[0]) for r in conn.execute(query))
+        mixes = {tuple(k.partition("|")[0].split(",")) for k in keys if k.partition("|")[0]}
+        return sorted(mixes)
 
 
 def _has_deliveries(conn: Connection, key: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -11,7 +12,9 @@ from sqlalchemy import Connection, Engine, Insert, distinct, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from digest.events import Event, Suppression
-from digest.store.schema import events, subscribers
+from digest.store.schema import changed, deliveries, events, subscribers
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -96,7 +99,7 @@ def _insert_new(conn: Connection, event: Event, subscriber_id: int | None, now: 
     }
     statement = _insert_ignoring_duplicates(conn, values)
     if statement is not None:
-        return bool(conn.execute(statement).rowcount)
+        return changed(conn, statement, events.c.id) == 1
     exists = conn.execute(
         select(events.c.id).where(
             events.c.provider == event.provider,
@@ -120,19 +123,45 @@ def _insert_ignoring_duplicates(conn: Connection, values: dict[str, Any]) -> Ins
 
 
 def _subscriber_id(conn: Connection, event: Event) -> int | None:
-    """The subscriber the event is about: by the subscriber_id custom arg, else by address."""
-    if event.subscriber_id is not None:
-        found = conn.execute(
-            select(subscribers.c.id).where(subscribers.c.id == event.subscriber_id)
+    """The subscriber the event is about: the one with the event's address, else the one whose
+    delivery (by message id or delivery id) went to that address. A `subscriber_id` custom
+    arg that names someone else is logged and ignored: a bounce must suppress the address
+    that bounced, whatever id a message carried."""
+    found = _by_address(conn, event.email) or _by_delivery(conn, event)
+    if event.subscriber_id is not None and event.subscriber_id != found:
+        log.warning(
+            "event %s: custom arg subscriber_id=%s disagrees with the address (subscriber %s); "
+            "ignored",
+            event.provider_event_id,
+            event.subscriber_id,
+            found,
+        )
+    return found
+
+
+def _by_address(conn: Connection, email: str) -> int | None:
+    row = conn.execute(select(subscribers.c.id).where(subscribers.c.email == email)).first()
+    return None if row is None else int(row.id)
+
+
+def _by_delivery(conn: Connection, event: Event) -> int | None:
+    """The subscriber of the delivery this event reports on, if it went to the event's address."""
+    where = []
+    if event.message_id:
+        where.append(deliveries.c.provider_message_id == event.message_id)
+    if event.delivery_id is not None:
+        where.append(deliveries.c.id == event.delivery_id)
+    for condition in where:
+        row = conn.execute(
+            select(deliveries.c.subscriber_id).where(condition, deliveries.c.email == event.email)
         ).first()
-        if found is not None:
-            return int(found.id)
-    found = conn.execute(select(subscribers.c.id).where(subscribers.c.email == event.email)).first()
-    return None if found is None else int(found.id)
+        if row is not None:
+            return int(row.subscriber_id)
+    return None
 
 
 def _suppress(conn: Connection, subscriber_id: int, suppression: Suppression, now: datetime) -> int:
-    result = conn.execute(
+    statement = (
         subscribers.update()
         .where(
             subscribers.c.id == subscriber_id,
@@ -140,4 +169,4 @@ def _suppress(conn: Connection, subscriber_id: int, suppression: Suppression, no
         )
         .values(status=suppression.status, status_reason=suppression.reason, updated_at=now)
     )
-    return int(result.rowcount)
+    return changed(conn, statement, subscribers.c.id)

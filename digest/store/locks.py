@@ -12,7 +12,7 @@ import hashlib
 import os
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from sqlalchemy import Engine, text
@@ -35,6 +35,11 @@ def run_lock(engine: Engine, name: str, *, what: str) -> Iterator[None]:
             yield
     else:  # pragma: no cover - only SQLite and PostgreSQL are supported stores
         yield
+
+
+def edition_lock(engine: Engine, edition_key: str) -> AbstractContextManager[None]:
+    """The lock a send and every change of the edition's content share."""
+    return run_lock(engine, f"edition-{edition_key}", what=f"a send or a change of {edition_key}")
 
 
 def _locked(what: str) -> LockedError:

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Column,
+    Connection,
     DateTime,
     Index,
     Integer,
@@ -35,6 +36,15 @@ class UTCDateTime(TypeDecorator[datetime]):
 
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
         return None if value is None else value.replace(tzinfo=UTC)
+
+
+def changed(conn: Connection, statement: Any, key: Column[Any]) -> int:
+    """How many rows `statement` inserted, updated or deleted, counted from RETURNING `key`.
+
+    Never `rowcount`: through SQLAlchemy, PostgreSQL reports -1 for INSERT … ON CONFLICT
+    DO NOTHING, which made replayed rows read as new.
+    """
+    return len(conn.execute(statement.returning(key)).all())
 
 
 metadata = MetaData()
@@ -113,6 +123,17 @@ deliveries = Table(
     Index("ix_deliveries_edition_state", "edition_key", "state", "content_key", "id"),
 )
 
+# Provider batches this store cancelled. SendGrid lets at most 10 batches hold a pause or
+# cancel at once; a hold lapses when the batch's send time passes (`until`).
+provider_holds = Table(
+    "provider_holds",
+    metadata,
+    Column("batch_id", String(128), primary_key=True),
+    Column("edition_key", String(128), nullable=False),
+    Column("until", UTCDateTime, nullable=False, index=True),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
 events = Table(
     "events",
     metadata,
@@ -129,4 +150,36 @@ events = Table(
     Column("received_at", UTCDateTime, nullable=False),
     Column("data", JSON, nullable=False),
     UniqueConstraint("provider", "provider_event_id", name="uq_event_provider_id"),
+)
+
+# The A/B decision of an edition, taken once (by the rule at the end of the wait, or by a
+# person); the rest of the list gets `variant`.
+experiment_decisions = Table(
+    "experiment_decisions",
+    metadata,
+    Column("edition_key", String(128), primary_key=True),
+    Column("verdict", String(32), nullable=False),
+    Column("winner", String(32)),
+    Column("variant", String(32), nullable=False),
+    Column("decided_by", String(16), nullable=False),  # rule | person
+    Column("decided_at", UTCDateTime, nullable=False),
+    Column("report", JSON, nullable=False),  # the figures the decision was taken on
+)
+
+# Every consent record ever given, kept when a newer one replaces it on the subscriber row:
+# each web signup (pending until confirmed), and the earlier record a confirmation replaced.
+consents = Table(
+    "consents",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("subscriber_id", Integer, nullable=False, index=True),
+    Column("email", String(320), nullable=False),
+    Column("name", Text, nullable=False, default=""),
+    Column("topics", JSON, nullable=False),
+    Column("method", String(32), nullable=False),
+    Column("source", Text, nullable=False, default=""),
+    Column("ip", String(64), nullable=False, default=""),
+    Column("given_at", UTCDateTime),
+    Column("confirmed_at", UTCDateTime),  # null: a signup not (yet) confirmed
+    Column("created_at", UTCDateTime, nullable=False),
 )

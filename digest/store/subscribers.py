@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -11,21 +10,10 @@ from sqlalchemy import Engine, Row, func, select
 from sqlalchemy.exc import IntegrityError
 
 from digest.errors import DigestError
-from digest.store.schema import deliveries, subscribers
-from digest.subscribers import Subscriber
+from digest.store.schema import changed, deliveries, subscribers
+from digest.subscriber import Subscriber, SubscriberRecord
 
 LOOKUP_CHUNK = 500  # addresses per IN (...) query, well under every driver's limit
-
-
-@dataclass(frozen=True)
-class SubscriberRecord:
-    """A subscriber with the bookkeeping `digest subscribers show` prints."""
-
-    subscriber: Subscriber
-    status_reason: str
-    created_at: datetime
-    updated_at: datetime
-    deliveries: dict[str, int]  # delivery rows by state
 
 
 def _to_subscriber(row: Row[Any]) -> Subscriber:
@@ -57,6 +45,9 @@ def _values(s: Subscriber) -> dict[str, Any]:
         "consent_source": s.consent_source,
         "consent_ip": s.consent_ip,
     }
+
+
+IMPORT_CHUNK = 2000  # rows written per transaction
 
 
 class SubscriberStore:
@@ -99,12 +90,12 @@ class SubscriberStore:
     def set_status(self, subscriber_id: int, status: str, *, reason: str, now: datetime) -> bool:
         """Change a subscriber's status; False if there is no such subscriber."""
         with self.engine.begin() as conn:
-            result = conn.execute(
+            statement = (
                 subscribers.update()
                 .where(subscribers.c.id == subscriber_id)
                 .values(status=status, status_reason=reason, updated_at=now)
             )
-        return bool(result.rowcount)
+            return changed(conn, statement, subscribers.c.id) == 1
 
     def iter_all(
         self, *, status: str | None = None, topic: str | None = None, chunk: int = 1000
@@ -150,32 +141,45 @@ class SubscriberStore:
     def apply_import(
         self, adds: Sequence[Subscriber], updates: Sequence[Subscriber], *, now: datetime
     ) -> None:
-        """Insert `adds` and rewrite `updates` (matched by id) in one transaction."""
+        """Insert `adds` and rewrite `updates` (matched by id), IMPORT_CHUNK rows per commit.
+
+        Short transactions keep SQLite's single writer free for a send running meanwhile.
+        The rows were all checked before the first write; importing the same file again
+        after a failure part way only adds or rewrites what is still different.
+        """
+        done = 0
         try:
-            with self.engine.begin() as conn:
-                if adds:
+            for start in range(0, len(adds), IMPORT_CHUNK):
+                with self.engine.begin() as conn:
                     conn.execute(
                         subscribers.insert(),
-                        [{**_values(s), "created_at": now, "updated_at": now} for s in adds],
+                        [
+                            {**_values(s), "created_at": now, "updated_at": now}
+                            for s in adds[start : start + IMPORT_CHUNK]
+                        ],
                     )
-                for s in updates:
-                    conn.execute(
-                        subscribers.update()
-                        .where(subscribers.c.id == s.id)
-                        .values(**_values(s), updated_at=now)
-                    )
+                done += len(adds[start : start + IMPORT_CHUNK])
+            for start in range(0, len(updates), IMPORT_CHUNK):
+                with self.engine.begin() as conn:
+                    for s in updates[start : start + IMPORT_CHUNK]:
+                        conn.execute(
+                            subscribers.update()
+                            .where(subscribers.c.id == s.id)
+                            .values(**_values(s), updated_at=now)
+                        )
+                done += len(updates[start : start + IMPORT_CHUNK])
         except IntegrityError:
             # Someone signed up with one of these addresses while the import ran.
             raise DigestError(
-                "subscribers changed while importing; nothing was imported",
-                hint="run the import again",
+                f"subscribers changed while importing; {done} rows were written before that",
+                hint="run the import again: it writes only what is still missing",
             ) from None
 
     def delete(self, subscriber_id: int) -> bool:
         """Delete a subscriber's row; False if there is none. Delivery rows keep their history."""
         with self.engine.begin() as conn:
-            result = conn.execute(subscribers.delete().where(subscribers.c.id == subscriber_id))
-        return bool(result.rowcount)
+            statement = subscribers.delete().where(subscribers.c.id == subscriber_id)
+            return changed(conn, statement, subscribers.c.id) == 1
 
     def record(self, email: str) -> SubscriberRecord | None:
         """The subscriber with this address and its bookkeeping, or None."""

@@ -18,9 +18,11 @@ Factory = Callable[[Config, str, Now], Transport]
 
 
 def _outbox(config: Config, edition_key: str, now: Now) -> Transport:
+    from digest.dkim import load_key
     from digest.transports.outbox import OutboxTransport
 
-    return OutboxTransport(config.resolve(config.delivery.outbox_dir) / edition_key, now)
+    folder = config.resolve(config.delivery.outbox_dir) / edition_key
+    return OutboxTransport(folder, now, dkim=load_key(config))
 
 
 def _smtp(config: Config, _edition_key: str, now: Now) -> Transport:

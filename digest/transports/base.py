@@ -44,7 +44,14 @@ class OutgoingEmail:
 
 @dataclass(frozen=True)
 class SendResult:
-    """The outcome for one recipient: a provider message id, or the error and whether to retry."""
+    """The outcome for one recipient: a provider message id, or the error and what it proves.
+
+    - `retryable`: the provider proved it accepted nothing (429, 5xx, refused connection),
+      so sending the same message again cannot duplicate it;
+    - `in_doubt`: the request went out and no answer came (timeout, connection dropped
+      before the answer); it may have been accepted, so it must never be resent as is;
+    - `fatal`: the provider refused the account (401, 403, SMTP 535): no call can succeed.
+    """
 
     delivery_id: int
     ok: bool
@@ -52,6 +59,8 @@ class SendResult:
     error: str | None = None
     retryable: bool = False
     retry_after: float | None = None  # seconds the provider asked us to wait, when it said
+    in_doubt: bool = False
+    fatal: bool = False
 
 
 class Transport(Protocol):

@@ -17,8 +17,9 @@ from email.parser import BytesHeaderParser
 from email.policy import default
 from pathlib import Path
 
+from digest.dkim import DkimKey
 from digest.errors import TransportError
-from digest.mime import build_message, personalize
+from digest.mime import build_message, message_bytes, personalize
 from digest.transports.base import OutgoingEmail, Recipient, SendResult
 
 INDEX = "index.html"
@@ -30,9 +31,12 @@ class OutboxTransport:
 
     name = "outbox"
 
-    def __init__(self, folder: Path, now: Callable[[], datetime]) -> None:
+    def __init__(
+        self, folder: Path, now: Callable[[], datetime], *, dkim: DkimKey | None = None
+    ) -> None:
         self.folder = Path(folder)
         self.now = now
+        self.dkim = dkim
         self._stems: dict[str, str] | None = None  # delivery prefix -> file stem on disk
 
     def send(self, email: OutgoingEmail) -> list[SendResult]:
@@ -46,7 +50,7 @@ class OutboxTransport:
         stem = message_stem(recipient)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            write_atomic(self.folder / f"{stem}.eml", message.as_bytes())
+            write_atomic(self.folder / f"{stem}.eml", message_bytes(message, self.dkim))
             html_part = personalize(email.html, recipient).encode("utf-8")
             write_atomic(self.folder / f"{stem}.html", html_part)
             self._remove_stale(recipient.delivery_id, stem)

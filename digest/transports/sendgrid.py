@@ -26,6 +26,7 @@ from digest.errors import ConfigError, TransportError
 from digest.transports.base import OutgoingEmail, SendResult
 
 MAX_PERSONALIZATIONS = 1000
+ACCOUNT_REFUSALS = (401, 403)  # a bad or revoked key, or a key without mail.send: stop the run
 MAX_CATEGORIES = 10
 SEND_AT_LIMIT = timedelta(hours=72)
 _DETAIL_CHARS = 300
@@ -55,13 +56,22 @@ class SendGridTransport:
         self._client.client.timeout = settings.timeout
         self._settings = settings
         self._now = now
+        # what strict mode and cancelling need to know of this provider (cancel.Scheduler)
+        self.cancel_margin = timedelta(seconds=settings.cancel_margin_seconds)
+        self.strict_lead = timedelta(seconds=settings.strict_lead_seconds)
+        self.request_timeout = settings.timeout
 
     def __repr__(self) -> str:
         return f"SendGridTransport(host={self._settings.host!r})"
 
     # -- sending -------------------------------------------------------------
     def send(self, email: OutgoingEmail) -> list[SendResult]:
-        """Post `email` to all its recipients in one request; one result each, in order."""
+        """Post `email` to all its recipients in one request; one result each, in order.
+
+        What a failure proves decides what may follow (see SendResult): an HTTP answer
+        other than 2xx, or an error while connecting or writing the request, proves
+        nothing was accepted; an error after the request went out leaves it in doubt.
+        """
         body = build_body(email, self._settings, self._now())
         ids = [r.delivery_id for r in email.recipients]
         try:
@@ -69,12 +79,10 @@ class SendGridTransport:
         except ProviderError as exc:
             return _all(ids, ok=False, **self._refused(exc))
         except (OSError, http.client.HTTPException) as exc:
-            return _all(
-                ids,
-                ok=False,
-                error=self._scrub(f"sendgrid: {_network_error(exc, self._settings.timeout)}"),
-                retryable=True,
-            )
+            reason = self._scrub(f"sendgrid: {_network_error(exc, self._settings.timeout)}")
+            if _not_sent(exc):
+                return _all(ids, ok=False, error=reason, retryable=True)
+            return _all(ids, ok=False, error=reason, in_doubt=True)
         message_id = response.headers.get("X-Message-Id") if response.headers else None
         return _all(ids, ok=True, message_id=message_id)
 
@@ -87,6 +95,8 @@ class SendGridTransport:
                 "retryable": True,
                 "retry_after": self._retry_after(exc.headers),
             }
+        if status in ACCOUNT_REFUSALS:
+            return {"error": error, "fatal": True}
         return {"error": error, "retryable": status >= 500 or status == 408}
 
     def _retry_after(self, headers: Mapping[str, str] | None) -> float | None:
@@ -107,7 +117,7 @@ class SendGridTransport:
         return batch_id
 
     def cancel_batch(self, batch_id: str) -> None:
-        """Cancel every send of `batch_id`; SendGrid withholds them if 10 min before send_at."""
+        """Cancel every send of `batch_id`; withheld if done `cancel_margin` before send_at."""
         body = {"batch_id": batch_id, "status": "cancel"}
         self._call(
             f"cancel batch {batch_id}", lambda c: c.user.scheduled_sends.post(request_body=body)
@@ -119,12 +129,16 @@ class SendGridTransport:
         except ProviderError as exc:
             status = int(exc.status_code)
             message = self._scrub(f"sendgrid: {what}: HTTP {status}: {_provider_message(exc.body)}")
-            raise TransportError(message, retryable=status >= 500 or status in (408, 429)) from None
+            raise TransportError(
+                message,
+                retryable=status >= 500 or status in (408, 429),
+                fatal=status in ACCOUNT_REFUSALS,
+            ) from None
         except (OSError, http.client.HTTPException) as exc:
             message = self._scrub(
                 f"sendgrid: {what}: {_network_error(exc, self._settings.timeout)}"
             )
-            raise TransportError(message, retryable=True) from None
+            raise TransportError(message, retryable=True, in_doubt=not _not_sent(exc)) from None
         try:
             return json.loads(response.body) if response.body else None
         except ValueError:
@@ -220,6 +234,17 @@ def _provider_message(body: bytes | str | None) -> str:
         return f"{message} ({field})" if field else message
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         return text.strip()[:_DETAIL_CHARS] or "no details"
+
+
+def _not_sent(exc: BaseException) -> bool:
+    """Whether the request provably never reached the provider whole.
+
+    urllib wraps in URLError whatever fails while connecting or writing the request
+    (refused, DNS, connect timeout): a request not written whole cannot be accepted.
+    Anything raised while waiting for the answer (timeout, connection closed or reset)
+    comes unwrapped, after the body went out: the provider may have accepted it.
+    """
+    return isinstance(exc, urllib.error.URLError)
 
 
 def _network_error(exc: BaseException, timeout: float) -> str:

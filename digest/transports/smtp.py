@@ -2,9 +2,12 @@
 
 Each recipient gets their own message (built by `digest.mime`, so it is byte-for-byte
 what the outbox would write) and their own envelope, so one refused address fails only
-that delivery. SMTP has no idempotency key: a connection that drops after the server took
-a message but before its answer arrived leaves that one message in doubt; it is retried
-once on a new connection and may then arrive twice.
+that delivery. SMTP has no idempotency key, so what a dropped connection means depends
+on when it dropped: before the message body went out (greeting, MAIL, RCPT, the DATA
+command) nothing was taken, and the message is sent once more on a new connection; after
+the body went out and before the server's answer, the server may have taken it, so that
+one message is reported in doubt and never sent again as is. A refused login stops the
+run (`fatal`).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import contextlib
 import ipaddress
 import logging
 import os
+import re
 import smtplib
 import ssl
 from collections.abc import Callable
@@ -20,15 +24,39 @@ from datetime import datetime
 from email.message import EmailMessage
 
 from digest.config import Config, SmtpSettings
+from digest.dkim import DkimKey, load_key
 from digest.errors import ConfigError, TransportError
-from digest.mime import build_message
+from digest.mime import build_message, message_bytes
 from digest.transports.base import OutgoingEmail, Recipient, SendResult
 
 log = logging.getLogger(__name__)
 
 
 class _Dropped(Exception):
-    """The connection went away mid-message; the message may be sent again on a new one."""
+    """The connection went away before the message body was sent; safe to send it again."""
+
+
+class _InDoubt(Exception):
+    """The connection went away after the body was sent, before the server's answer."""
+
+
+def _guarded_data(conn: smtplib.SMTP) -> Callable[[bytes], tuple[int, bytes]]:
+    """`conn.data` that tells a drop before the body (safe) from one after it (in doubt)."""
+
+    def data(msg: bytes) -> tuple[int, bytes]:
+        code, reply = conn.docmd("data")
+        if code != 354:
+            raise smtplib.SMTPDataError(code, reply)
+        stuffed = re.sub(rb"(?m)^\.", b"..", msg)  # RFC 5321 4.5.2 dot-stuffing
+        if not stuffed.endswith(b"\r\n"):
+            stuffed += b"\r\n"
+        try:
+            conn.send(stuffed + b".\r\n")
+            return conn.getreply()
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            raise _InDoubt(str(exc) or type(exc).__name__) from None
+
+    return data
 
 
 class SmtpTransport:
@@ -44,8 +72,10 @@ class SmtpTransport:
         password: str | None,
         now: Callable[[], datetime],
         ssl_context: ssl.SSLContext | None = None,
+        dkim: DkimKey | None = None,
     ) -> None:
         self.settings = settings
+        self._dkim = dkim
         self._username = username
         self._password = password
         self._now = now
@@ -83,11 +113,13 @@ class SmtpTransport:
                 conn.ehlo()  # the server's capabilities may change once encrypted (AUTH)
             if self._username:
                 conn.login(self._username, self._password or "")
+            conn.data = _guarded_data(conn)  # type: ignore[method-assign,assignment]
         except smtplib.SMTPAuthenticationError as exc:
             _quietly_close(conn)
             raise TransportError(
                 f"{self._where()}: login refused ({exc.smtp_code} {_text(exc.smtp_error)})",
                 retryable=False,
+                fatal=True,
                 hint=f"check {s.username_env} and {s.password_env}",
             ) from None
         except smtplib.SMTPNotSupportedError as exc:
@@ -172,7 +204,15 @@ class SmtpTransport:
     def _send_one(self, sender: str, recipient: Recipient, message: EmailMessage) -> SendResult:
         conn = self._connection()
         try:
-            conn.send_message(message, from_addr=sender, to_addrs=[recipient.email])
+            self._send_bytes(conn, sender, recipient.email, message)
+        except _InDoubt as exc:
+            self._drop()
+            return SendResult(
+                recipient.delivery_id,
+                ok=False,
+                error=f"{self._where()}: connection lost after the message was sent: {exc}",
+                in_doubt=True,
+            )
         except smtplib.SMTPRecipientsRefused as exc:
             code, reply = exc.recipients.get(recipient.email, (550, b"recipient refused"))
             return _refused(recipient, code, reply)
@@ -185,6 +225,18 @@ class SmtpTransport:
         except smtplib.SMTPException as exc:  # e.g. an SMTPUTF8 address the server cannot take
             return SendResult(recipient.delivery_id, ok=False, error=f"smtp: {exc}")
         return SendResult(recipient.delivery_id, ok=True, message_id=message["Message-ID"])
+
+    def _send_bytes(self, conn: smtplib.SMTP, sender: str, to: str, message: EmailMessage) -> None:
+        """The exact bytes the outbox would write (signed the same way), as SMTP DATA."""
+        options: tuple[str, ...] = ()
+        utf8 = not (sender + to).isascii()
+        if utf8:
+            if not conn.has_extn("smtputf8"):
+                raise smtplib.SMTPNotSupportedError(
+                    "the address needs SMTPUTF8, which the server does not offer"
+                )
+            options = ("SMTPUTF8", "BODY=8BITMIME")
+        conn.sendmail(sender, [to], message_bytes(message, self._dkim, utf8=utf8), options)
 
 
 def _refused(recipient: Recipient, code: int, reply: bytes | str) -> SendResult:
@@ -241,4 +293,11 @@ def make_smtp(config: Config, *, now: Callable[[], datetime]) -> SmtpTransport:
             raise ConfigError(
                 str(config.path), f"cannot read {ca}: {exc}", key="delivery.smtp.ca_file"
             ) from None
-    return SmtpTransport(s, username=username, password=password, now=now, ssl_context=context)
+    return SmtpTransport(
+        s,
+        username=username,
+        password=password,
+        now=now,
+        ssl_context=context,
+        dkim=load_key(config),
+    )

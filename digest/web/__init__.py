@@ -8,47 +8,76 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 
-from flask import Flask, current_app, render_template
+from flask import Flask, Response, current_app, render_template
+from jinja2 import ChoiceLoader, FileSystemLoader, PackageLoader
 
 from digest.config import Config
 from digest.config import secret as config_secret
 from digest.errors import DigestError, InputError
-from digest.store import Store, open_store
+from digest.store import open_store
 from digest.tokens import BadToken
-from digest.web import health, preferences, subscribe, unsubscribe, webhook
-from digest.web.context import EXTENSION, WebContext
+from digest.transports import make_transport
+from digest.transports.base import Transport
+from digest.web import archive, health, preferences, subscribe, unsubscribe, webhook
+from digest.web.context import EXTENSION, WebContext, WebStore
 
-# The pages shipped with the package; a project may override them in <templates_dir>/web.
-_DEFAULT_PAGES = Path(__file__).resolve().parent.parent.parent / "templates" / "web"
 MAX_BODY_BYTES = 10 * 1024 * 1024
+# No script runs on any page; styles are inline (email HTML needs them), images come from
+# the articles' hosts. Forms post only here, and no other site may frame a page.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+    "img-src https: data:; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 
 
 def create_app(
     config: Config,
-    store: Store | None = None,
+    store: WebStore | None = None,
     *,
     now: Callable[[], datetime] | datetime | None = None,
     secret: str | None = None,
+    transport: Callable[[str], Transport] | None = None,
 ) -> Flask:
     """A Flask app serving the subscriber pages and the webhook for `config`'s project."""
-    pages = config.resolve(config.templates_dir) / "web"
-    app = Flask(__name__, template_folder=str(pages if pages.is_dir() else _DEFAULT_PAGES))
+    app = Flask(__name__)
+    # A page from the project's <templates_dir>/web if it has that file, else digest's own.
+    app.jinja_loader = ChoiceLoader(
+        [
+            FileSystemLoader(config.resolve(config.templates_dir) / "web"),
+            PackageLoader("digest", "templates/web"),
+        ]
+    )
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    clock = _clock(now)
+
+    def configured(kind: str) -> Transport:
+        return make_transport(config.delivery.transport, config, edition_key=kind, now=clock)
+
     app.extensions[EXTENSION] = WebContext(
         config=config,
         store=store if store is not None else open_store(config.store_url),
-        now=_clock(now),
+        now=clock,
         secret=secret if secret is not None else config_secret(),
+        transport=transport or configured,
     )
-    for module in (unsubscribe, preferences, subscribe, webhook, health):
+    for module in (unsubscribe, preferences, subscribe, webhook, health, archive):
         app.register_blueprint(module.bp)
+    app.after_request(_secure)
     app.register_error_handler(BadToken, _bad_link)
     app.register_error_handler(InputError, _bad_input)
     app.register_error_handler(DigestError, _unavailable)
     app.context_processor(lambda: {"site": config.site})
     return app
+
+
+def _secure(response: Response) -> Response:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
 
 
 def _clock(now: Callable[[], datetime] | datetime | None) -> Callable[[], datetime]:

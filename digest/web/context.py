@@ -1,4 +1,8 @@
-"""What every request handler needs (config, store, clock, secret), and token lookups."""
+"""What every request handler needs (config, store, clock, secret), and token lookups.
+
+The web side declares the store operations it uses as the protocols below; `create_app`
+hands it a `digest.store.Store`, which implements them.
+"""
 
 from __future__ import annotations
 
@@ -7,24 +11,56 @@ import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from flask import current_app
 
 from digest.config import Config
-from digest.store import Store
-from digest.subscribers import Subscriber
+from digest.events import EventLedger
+from digest.signup import SignupConsents
+from digest.subscriber import Subscriber
 from digest.tokens import BadToken, read_token
+from digest.transports.base import Transport
+from digest.web.welcome import PublishedEditions
 
 EXTENSION = "digest"
+
+
+class WebSubscribers(Protocol):
+    """Subscriber operations of the pages: look up, sign up, change, unsubscribe."""
+
+    def get(self, subscriber_id: int) -> Subscriber | None: ...
+    def get_by_email(self, email: str) -> Subscriber | None: ...
+    def add(self, subscriber: Subscriber, *, now: datetime) -> Subscriber: ...
+    def update(self, subscriber: Subscriber, *, now: datetime) -> None: ...
+    def set_status(
+        self, subscriber_id: int, status: str, *, reason: str, now: datetime
+    ) -> bool: ...
+
+
+class WebStore(Protocol):
+    """The store as the web side sees it."""
+
+    @property
+    def subscribers(self) -> WebSubscribers: ...
+    @property
+    def consents(self) -> SignupConsents: ...
+    @property
+    def editions(self) -> PublishedEditions: ...
+    @property
+    def events(self) -> EventLedger: ...
+    def ping(self) -> bool: ...
 
 
 @dataclass(frozen=True)
 class WebContext:
     config: Config
-    store: Store
+    store: WebStore
     now: Callable[[], datetime]
     secret: str
+    # The configured transport for mail the web side sends; the name says which mail
+    # ("confirmations", "welcome") and is the outbox's subfolder.
+    transport: Callable[[str], Transport]
 
 
 def web() -> WebContext:

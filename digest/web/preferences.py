@@ -8,7 +8,7 @@ from zoneinfo import available_timezones
 
 from flask import Blueprint, render_template, request
 
-from digest.subscribers import SUPPRESSED, Subscriber
+from digest.subscriber import SUPPRESSED, Subscriber
 from digest.tokens import unsubscribe_url
 from digest.web.context import form_signature, signature_ok, subscriber_for, web
 

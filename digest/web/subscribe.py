@@ -1,25 +1,22 @@
-"""`/subscribe` and `/confirm/<token>`: double opt-in with a consent record.
+"""`/subscribe` and `/confirm/<token>`: double opt-in with a consent record (digest.signup).
 
 The answer to a signup is the same whether or not the address is known, so the form
-cannot be used to find out who subscribes; only the mailbox owner learns more.
+cannot be used to find out who subscribes; only the mailbox owner learns more. Mail goes
+through the configured transport, like the digest itself.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import replace
-from datetime import datetime
+from flask import Blueprint, current_app, render_template, request
 
-from flask import Blueprint, render_template, request
-
-from digest.config import Config
+from digest import signup as signups
 from digest.errors import TransportError
-from digest.store import Store
-from digest.subscribers import Subscriber, normalize_email
-from digest.tokens import make_token, preferences_url
+from digest.subscriber import Subscriber
+from digest.subscribers import normalize_email
+from digest.tokens import LinkSigner, make_token, read_token
 from digest.transports.base import OutgoingEmail, Recipient
-from digest.transports.outbox import OutboxTransport
-from digest.web.context import subscriber_for, web
+from digest.web.context import web
+from digest.web.welcome import latest_for
 
 bp = Blueprint("subscribe", __name__)
 
@@ -43,107 +40,125 @@ def signup() -> tuple[str, int]:
     if any(t not in known for t in chosen):
         return _form(error="Unknown topic.", email=raw_email), 400
     topics = tuple(k for k in known if k in chosen) or tuple(known)
-    now = ctx.now()
-    subscriber = record_signup(
+    outcome = signups.sign_up(
         ctx.store,
         email,
         name,
         topics,
         ip=request.remote_addr or "",
-        now=now,
+        now=ctx.now(),
         timezone=ctx.config.site.timezone,
     )
-    _send_confirmation(ctx.config, ctx.secret, subscriber, ctx.now)
+    if outcome.mail == "none":
+        current_app.logger.info("signup for a %s address: no mail sent", outcome.subscriber.status)
+    else:
+        _send_confirmation(outcome)
     return render_template("subscribe_sent.html", email=email), 200
 
 
 @bp.get("/confirm/<token>")
 def confirm(token: str) -> tuple[str, int]:
-    subscriber, _ = subscriber_for("confirm", token)
     ctx = web()
-    if subscriber.status == "pending" and subscriber.id is not None:
-        ctx.store.subscribers.set_status(subscriber.id, "active", reason="confirmed", now=ctx.now())
-    elif subscriber.status != "active":
-        # Unsubscribed (or bounced, complained) since this link was sent: only a new
-        # signup may bring the address back.
+    payload = read_token(ctx.secret, "confirm", token)
+    try:
+        done = signups.confirm(ctx.store, payload, now=ctx.now())
+    except signups.Unsubscribed as exc:
         return render_template(
-            "error.html",
-            title="This link is no longer valid",
-            message="This address was unsubscribed after the link was sent. "
-            "Sign up again to resubscribe.",
+            "error.html", title="This link is no longer valid", message=str(exc)
         ), 400
-    return render_template("confirmed.html", subscriber=subscriber), 200
+    if done.newly:
+        _send_welcome(done.subscriber)
+    return render_template("confirmed.html", subscriber=done.subscriber), 200
 
 
-def record_signup(
-    store: Store,
-    email: str,
-    name: str,
-    topics: tuple[str, ...],
-    *,
-    ip: str,
-    now: datetime,
-    timezone: str = "UTC",
-) -> Subscriber:
-    """Create or refresh a pending subscriber with a new consent record; active ones stay."""
-    existing = store.subscribers.get_by_email(email)
-    if existing is not None and existing.status == "active":
-        # A form anyone can fill in must not change a confirmed subscriber's settings.
-        return existing
-    base = existing or Subscriber(email=email, timezone=timezone)
-    refreshed = replace(
-        base,
-        name=name or base.name,
-        topics=topics,
-        status="pending",
-        consent_at=now,
-        consent_method="double-opt-in",
-        consent_source="web form",
-        consent_ip=ip,
-    )
-    if existing is None:
-        return store.subscribers.add(refreshed, now=now)
-    store.subscribers.update(refreshed, now=now)
-    if existing.id is not None:
-        # A new opt-in is the one thing that may lift an unsubscribe, bounce or complaint.
-        store.subscribers.set_status(existing.id, "pending", reason="signup", now=now)
-    return refreshed
-
-
-def _send_confirmation(
-    config: Config, secret: str, subscriber: Subscriber, now: Callable[[], datetime]
-) -> None:
-    """Write the confirmation (or, for a confirmed address, a reminder) to the outbox."""
+def _send_confirmation(outcome: signups.Signup) -> None:
+    """The confirmation link (or, for a confirmed address, a reminder) to the address."""
+    ctx = web()
+    subscriber = outcome.subscriber
     assert subscriber.id is not None
+    active = outcome.mail == "reminder"
+    extra = {} if outcome.consent_id is None else {"c": outcome.consent_id}
     context = {
         "subscriber": subscriber,
-        "site": config.site,
-        "active": subscriber.status == "active",
-        "confirm_link": f"{config.site.base_url}/confirm/"
-        + make_token(secret, "confirm", subscriber.id),
-        "preferences_link": preferences_url(config.site.base_url, secret, subscriber.id),
-    }
-    subject = "Your subscription to" if context["active"] else "Confirm your subscription to"
-    email = OutgoingEmail(
-        subject=f"{subject} {config.site.name}",
-        html=render_template("confirm_email.html", **context),
-        text=render_template("confirm_email.txt", **context),
-        from_email=config.sender.address,
-        from_name=config.sender.name,
-        reply_to=config.sender.reply_to,
-        # Not an edition delivery: the subscriber id names the file, so a repeated signup
-        # replaces that address's earlier confirmation instead of piling up.
-        recipients=(
-            Recipient(delivery_id=subscriber.id, email=subscriber.email, name=subscriber.name),
+        "site": ctx.config.site,
+        "active": active,
+        "confirm_link": f"{ctx.config.site.base_url}/confirm/"
+        + make_token(ctx.secret, "confirm", subscriber.id, **extra),
+        "preferences_link": LinkSigner(ctx.config.site.base_url, ctx.secret).preferences_url(
+            subscriber.id
         ),
+    }
+    subject = "Your subscription to" if active else "Confirm your subscription to"
+    _deliver(
+        "confirmations",
+        subscriber,
+        f"{subject} {ctx.config.site.name}",
+        render_template("confirm_email.html", **context),
+        render_template("confirm_email.txt", **context),
     )
-    transport = OutboxTransport(config.resolve(config.delivery.outbox_dir) / "confirmations", now)
+
+
+def _send_welcome(subscriber: Subscriber) -> None:
+    """A welcome, with the latest edition of the reader's topics when there is one."""
+    ctx = web()
+    assert subscriber.id is not None
+    links = LinkSigner(ctx.config.site.base_url, ctx.secret)
+    context = {
+        "subscriber": subscriber,
+        "site": ctx.config.site,
+        "latest": latest_for(ctx.config, ctx.store, subscriber.topics),
+        "topic_names": [ctx.config.topic(t).name for t in subscriber.topics],
+        "preferences_link": links.preferences_url(subscriber.id),
+        "unsubscribe_link": links.unsubscribe_url(subscriber.id),
+    }
+    _deliver(
+        "welcome",
+        subscriber,
+        f"Welcome to {ctx.config.site.name}",
+        render_template("welcome_email.html", **context),
+        render_template("welcome_email.txt", **context),
+        unsubscribe=str(context["unsubscribe_link"]),
+    )
+
+
+def _deliver(
+    kind: str, subscriber: Subscriber, subject: str, html: str, text: str, unsubscribe: str = ""
+) -> None:
+    ctx = web()
+    assert subscriber.id is not None
+    headers = {}
+    if unsubscribe:
+        headers = {
+            "List-Unsubscribe": f"<{unsubscribe}>",
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        }
+    email = OutgoingEmail(
+        subject=subject,
+        html=html,
+        text=text,
+        from_email=ctx.config.sender.address,
+        from_name=ctx.config.sender.name,
+        reply_to=ctx.config.sender.reply_to,
+        # Not an edition delivery: the subscriber id names the outbox file, so a repeated
+        # signup replaces that address's earlier confirmation instead of piling up.
+        recipients=(
+            Recipient(
+                delivery_id=subscriber.id,
+                email=subscriber.email,
+                name=subscriber.name,
+                headers=headers,
+                custom_args={"subscriber_id": str(subscriber.id), "mail": kind},
+            ),
+        ),
+        categories=(kind,),
+    )
+    transport = ctx.transport(kind)
     try:
         (result,) = transport.send(email)
     finally:
         transport.close()
     if not result.ok:
-        raise TransportError(f"confirmation email not sent: {result.error}", retryable=True)
+        raise TransportError(f"{kind} email not sent: {result.error}", retryable=True)
 
 
 def _form(*, error: str = "", email: str = "") -> str:

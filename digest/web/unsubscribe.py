@@ -8,7 +8,7 @@ from flask import Blueprint, render_template, request
 
 from digest.config import Config
 from digest.errors import InputError
-from digest.subscribers import SUPPRESSED, Subscriber
+from digest.subscriber import SUPPRESSED, Subscriber
 from digest.web.context import subscriber_for, web
 
 bp = Blueprint("unsubscribe", __name__)

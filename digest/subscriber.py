@@ -1,0 +1,53 @@
+"""The Subscriber model and its statuses: a leaf module every stage and the store share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+STATUSES = ("pending", "active", "unsubscribed", "bounced", "complained")
+# Statuses that mean "never send": only an explicit new opt-in may lift them.
+SUPPRESSED = frozenset({"unsubscribed", "bounced", "complained"})
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    """One subscriber as stored; `email` is normalized (lower-cased domain and local part)."""
+
+    email: str
+    name: str = ""
+    topics: tuple[str, ...] = ()
+    timezone: str = "UTC"
+    locale: str = "en"
+    status: str = "active"
+    id: int | None = None
+    consent_at: datetime | None = None
+    consent_method: str = ""  # "import", "double-opt-in", "cli"
+    consent_source: str = ""  # file name, form URL, ...
+    consent_ip: str = ""
+    extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class SubscriberRecord:
+    """A subscriber with the bookkeeping `digest subscribers show` prints."""
+
+    subscriber: Subscriber
+    status_reason: str
+    created_at: datetime
+    updated_at: datetime
+    deliveries: dict[str, int]  # delivery rows by state
+
+
+@dataclass(frozen=True)
+class ConsentRecord:
+    id: int
+    subscriber_id: int
+    email: str
+    name: str
+    topics: tuple[str, ...]
+    method: str
+    source: str
+    ip: str
+    given_at: datetime | None
+    confirmed_at: datetime | None

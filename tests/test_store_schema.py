@@ -1,0 +1,83 @@
+"""The store's schema is versioned: `digest db upgrade` makes it, every command checks it."""
+
+from __future__ import annotations
+
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config as AlembicConfig
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, inspect, text
+
+from digest.config import Config
+from digest.errors import ExitCode
+from digest.store import open_store
+from digest.store.migrate import SCHEMA_VERSION, VERSION_TABLE
+from digest.store.schema import metadata
+
+
+def _versions(url: str) -> list[str]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return [r[0] for r in conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}"))]
+    finally:
+        engine.dispose()
+
+
+def test_schema_version_is_the_head_of_the_migrations() -> None:
+    config = AlembicConfig()
+    config.set_main_option("script_location", "digest.store:migrations")
+    assert ScriptDirectory.from_config(config).get_heads() == [SCHEMA_VERSION]
+
+
+def test_db_upgrade_creates_the_tables_the_code_expects(config: Config, run) -> None:  # type: ignore[no-untyped-def]
+    result = run("db", "upgrade")
+    assert f"schema empty -> {SCHEMA_VERSION}" in result.output
+    assert _versions(config.store_url) == [SCHEMA_VERSION]
+    engine = create_engine(config.store_url)
+    try:
+        with engine.connect() as conn:
+            diff = compare_metadata(MigrationContext.configure(conn), metadata)
+    finally:
+        engine.dispose()
+    assert diff == []  # the migrations build exactly digest.store.schema
+    again = run("db", "upgrade")
+    assert f"schema {SCHEMA_VERSION}, up to date" in again.output
+
+
+def test_a_store_from_before_migrations_is_refused_then_upgraded_keeping_its_rows(
+    config: Config,
+    run,  # type: ignore[no-untyped-def]
+) -> None:
+    engine = create_engine(config.store_url)
+    metadata.create_all(engine)  # what digest did before it had migrations
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO subscribers (email, name, topics, timezone, locale, status,"
+                " status_reason, consent_method, consent_source, consent_ip, created_at,"
+                " updated_at) VALUES ('old@example.org', 'Old', '[\"tech\"]', 'UTC', 'en',"
+                " 'active', '', '', '', '', '2026-01-05 09:00:00', '2026-01-05 09:00:00')"
+            )
+        )
+    engine.dispose()
+
+    refused = run("subscribers", "list", expect=ExitCode.ERROR)
+    assert "schema version from before migrations" in refused.output
+    assert "hint: run: digest db upgrade" in refused.output
+    assert VERSION_TABLE not in inspect(create_engine(config.store_url)).get_table_names()
+
+    result = run("db", "upgrade")
+    assert f"schema unversioned -> {SCHEMA_VERSION}" in result.output
+    assert "old@example.org" in run("subscribers", "list").output
+
+
+def test_a_store_upgraded_by_a_newer_digest_is_refused(config: Config, run) -> None:  # type: ignore[no-untyped-def]
+    open_store(config.store_url).close()
+    engine = create_engine(config.store_url)
+    with engine.begin() as conn:
+        conn.execute(text(f"UPDATE {VERSION_TABLE} SET version_num = '9999'"))
+    engine.dispose()
+    result = run("subscribers", "list", expect=ExitCode.ERROR)
+    assert f"schema version 9999 is newer than this digest's ({SCHEMA_VERSION})" in result.output
+    assert _versions(config.store_url) == ["9999"]  # left as it was
