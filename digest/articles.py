@@ -7,8 +7,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-WORDS_PER_MINUTE = 230
-
 
 @dataclass(frozen=True)
 class Article:
@@ -23,6 +21,7 @@ class Article:
     title: str
     published_at: datetime
     topics: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()  # the feed's own categories, as the feed names them
     labels: tuple[str, ...] = ()
     summary: str = ""
     body_html: str = ""
@@ -40,7 +39,7 @@ class Article:
         d = asdict(self)
         d["published_at"] = self.published_at.isoformat()
         d["updated_at"] = self.updated_at.isoformat() if self.updated_at else None
-        for key in ("topics", "labels", "sources", "thoughts"):
+        for key in ("topics", "categories", "labels", "sources", "thoughts"):
             d[key] = list(d[key])
         return d
 
@@ -49,7 +48,7 @@ class Article:
         d = dict(d)
         d["published_at"] = datetime.fromisoformat(d["published_at"])
         d["updated_at"] = datetime.fromisoformat(d["updated_at"]) if d.get("updated_at") else None
-        for key in ("topics", "labels", "sources", "thoughts"):
+        for key in ("topics", "categories", "labels", "sources", "thoughts"):
             d[key] = tuple(d.get(key) or ())
         return cls(**d)
 

@@ -16,6 +16,7 @@ from digest.errors import ConfigError
 
 DEFAULT_CONFIG = "digest.yaml"
 SECRET_ENV = "DIGEST_SECRET"
+DEFAULT_MAX_BYTES = 10 * 1024 * 1024  # larger than any sane feed; stops a runaway response
 
 _KEY = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
@@ -88,6 +89,11 @@ class Source(_Model):
     url: str | None = Field(None, description="http(s) URL of a feed.")
     path: str | None = Field(None, description="File or folder, relative to digest.yaml.")
     topic: str | None = Field(None, description="Topic for entries that carry no category.")
+    max_bytes: int = Field(
+        DEFAULT_MAX_BYTES,
+        ge=1024,
+        description="Largest feed file or response accepted, in bytes; a bigger one is refused.",
+    )
 
     @model_validator(mode="after")
     def _one_location(self) -> Source:

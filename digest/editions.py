@@ -22,6 +22,7 @@ class EditionItem:
     reason: str  # e.g. "pinned", "priority 2", "most recent"
     thoughts: str  # the one Thoughts prompt this card shows
     sources: tuple[str, ...]  # every source that carried the story (near-duplicates merged)
+    prompt_origin: str = ""  # own | derived | fallback | editor ("" in older editions)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -31,6 +32,7 @@ class EditionItem:
             "reason": self.reason,
             "thoughts": self.thoughts,
             "sources": list(self.sources),
+            "prompt_origin": self.prompt_origin,
         }
 
     @classmethod
@@ -42,7 +44,28 @@ class EditionItem:
             reason=d["reason"],
             thoughts=d["thoughts"],
             sources=tuple(d["sources"]),
+            prompt_origin=d.get("prompt_origin", ""),
         )
+
+
+@dataclass(frozen=True)
+class Change:
+    """One editor's change to an edition: who, when, what (card and field), old and new."""
+
+    at: datetime
+    who: str
+    field: str  # prompt | summary | title | intro
+    old: str
+    new: str
+    card: int | None = None  # the card's rank when the change was made; None for the intro
+    article_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "at": self.at.isoformat()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Change:
+        return cls(**{**d, "at": datetime.fromisoformat(d["at"])})
 
 
 @dataclass(frozen=True)
@@ -61,6 +84,8 @@ class Edition:
     items: tuple[EditionItem, ...]
     status: str = "draft"  # draft -> approved
     notes: tuple[str, ...] = ()  # what selection did (duplicates merged, quota cuts)
+    intro: str = ""  # an editor's note at the top of the email
+    changes: tuple[Change, ...] = ()  # editors' changes, oldest first
 
     @property
     def key(self) -> str:
@@ -101,6 +126,8 @@ class Edition:
             "created_at": self.created_at.isoformat(),
             "status": self.status,
             "notes": list(self.notes),
+            "intro": self.intro,
+            "changes": [c.to_dict() for c in self.changes],
             "items": [i.to_dict() for i in self.items],
         }
 
@@ -114,6 +141,8 @@ class Edition:
             created_at=datetime.fromisoformat(d["created_at"]),
             status=d.get("status", "draft"),
             notes=tuple(d.get("notes", ())),
+            intro=d.get("intro", ""),
+            changes=tuple(Change.from_dict(c) for c in d.get("changes", ())),
             items=tuple(EditionItem.from_dict(i) for i in d["items"]),
         )
 

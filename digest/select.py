@@ -1,22 +1,44 @@
 """Select one digest's week of articles into a frozen Edition: window, no repeats, topics,
-ranking, near-duplicates merged into one card, quotas, Thoughts; then store it."""
+ranking, near-duplicates merged into one card, quotas, Thoughts; then store it.
+
+The store operations selection uses are declared below as Protocols; `digest.store`
+implements them, and this module never imports it (nor SQLAlchemy).
+"""
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from typing import Protocol
 
 from digest.articles import Article
 from digest.config import Config, Digest
+from digest.duplicates import group
 from digest.editions import Edition, EditionItem
-from digest.errors import NotFoundError, UsageError
-from digest.lifecycle import EDITABLE, skip_if_too_few
+from digest.errors import UsageError
+from digest.lifecycle import skip_if_too_few
 from digest.periods import OPTION, Period, parse_period
-from digest.store import Store
 from digest.thoughts import choose_thoughts
+
+
+class ArticleWindow(Protocol):
+    def between(self, start: datetime, end: datetime) -> list[Article]: ...
+
+
+class EditionShelf(Protocol):
+    def get(self, key: str) -> Edition | None: ...
+    def save(self, edition: Edition, *, replace: bool = False) -> None: ...
+    def carried_before(self, digest: str, period: str) -> set[str]: ...
+
+
+class SelectionStore(Protocol):
+    """What selection reads and writes (digest.store.Store provides it)."""
+
+    @property
+    def articles(self) -> ArticleWindow: ...
+    @property
+    def editions(self) -> EditionShelf: ...
 
 
 @dataclass(frozen=True)
@@ -41,7 +63,7 @@ def rank_key(article: Article) -> tuple[bool, int, float, str]:
 
 def select_edition(
     config: Config,
-    store: Store,
+    store: SelectionStore,
     digest_key: str,
     period: str,
     *,
@@ -75,6 +97,8 @@ def select_edition(
         now=now,
     )
     edition = skip_if_too_few(edition, digest.min_articles)
+    if existing is not None:  # what editors did stays on record across a rebuild
+        edition = replace(edition, changes=existing.changes)
     store.editions.save(edition, replace=existing is not None)
     return edition
 
@@ -88,7 +112,7 @@ def build_edition(
     carried: set[str],
     now: datetime,
 ) -> Edition:
-    """The edition for the period `week` from its window's `articles`, skipping `carried` ids."""
+    """The edition for `week` from the window's `articles`, skipping ids in `carried`."""
     notes: list[str] = []
     fresh = [a for a in articles if a.id not in carried]
     if len(fresh) < len(articles):
@@ -114,8 +138,9 @@ def build_edition(
             topic=topic,
             rank=i,
             reason=_reason(card, topic, ordered, config, digest),
-            thoughts=prompt,
+            thoughts=prompt.text,
             sources=card.sources,
+            prompt_origin=prompt.origin,
         )
         for i, ((topic, card), prompt) in enumerate(zip(ordered, prompts, strict=True), start=1)
     )
@@ -140,15 +165,11 @@ def _digest_topics(article: Article, digest: Digest) -> list[str]:
 def _merge_duplicates(ranked: list[Article], notes: list[str]) -> list[_Card]:
     """One card per story; each keeps its best-ranked article (`ranked` is best first)."""
     cards: list[_Card] = []
-    for article in ranked:
-        for i, card in enumerate(cards):
-            if any(same_story(article, a) for a in (card.article, *card.merged)):
-                cards[i] = replace(card, merged=(*card.merged, article))
-                names = ", ".join(article.sources) or "an unnamed source"
-                notes.append(f"merged {article.title!r} ({names}) into {card.article.title!r}")
-                break
-        else:
-            cards.append(_Card(article))
+    for best, *merged in group(ranked):
+        for article in merged:
+            names = ", ".join(article.sources) or "an unnamed source"
+            notes.append(f"merged {article.title!r} ({names}) into {best.title!r}")
+        cards.append(_Card(best, tuple(merged)))
     return cards
 
 
@@ -226,179 +247,3 @@ def _with_merged_ids(card: _Card) -> Article:
         return card.article
     ids = [m.id for m in card.merged]
     return replace(card.article, extra={**card.article.extra, "merged_ids": ids})
-
-
-# -- editor adjustments before approval ----------------------------------------------------
-
-
-def load_edition(config: Config, store: Store, digest_key: str, period: str) -> Edition:
-    """The stored edition of `digest_key` for `period` (week, date or month), or NotFoundError."""
-    digest = config.digest(digest_key)
-    week = parse_period(digest.cadence, period, config.digest_timezone(digest))
-    edition = store.editions.get(f"{digest.key}/{week.label}")
-    if edition is None:
-        hint = f"digest build {digest.key} {OPTION[digest.cadence]} {week.label}"
-        raise NotFoundError(f"no edition {digest.key}/{week.label}", hint=hint)
-    return edition
-
-
-def adjust_edition(
-    config: Config,
-    store: Store,
-    digest_key: str,
-    period: str,
-    change: Callable[[Edition], Edition],
-    *,
-    now: datetime,
-) -> Edition:
-    """Apply an editor's `change` (pin, drop, move, approve) to a stored draft and store it.
-
-    Refused once the edition is approved or has deliveries: what was approved or sent stays.
-    """
-    edition = load_edition(config, store, digest_key, period)
-    if edition.status not in EDITABLE:
-        raise UsageError(
-            f"edition {edition.key} is {edition.status}; it can no longer be changed",
-            hint="to start over before sending: "
-            f"digest build {edition.digest} --week {edition.period} --force",
-        )
-    if store.editions.has_deliveries(edition.key):
-        raise UsageError(f"edition {edition.key} has deliveries; it can no longer be changed")
-    changed = change(edition)
-    store.editions.update(changed, approved_at=now if changed.status == "approved" else None)
-    return changed
-
-
-def pin(edition: Edition, article_id: str) -> Edition:
-    """Pin an article: first in its section, marked pinned."""
-    item = _find(edition, article_id)
-    pinned = replace(item, article=replace(item.article, pinned=True), reason="pinned by editor")
-    return _moved(edition, pinned, 1, f"editor pinned {item.article.title!r}")
-
-
-def drop(edition: Edition, article_id: str) -> Edition:
-    """Take an article out of the edition."""
-    item = _find(edition, article_id)
-    kept = tuple(i for i in edition.items if i is not item)
-    return _renumbered(edition, kept, f"editor dropped {item.article.title!r}")
-
-
-def move(edition: Edition, article_id: str, position: int) -> Edition:
-    """Move an article to `position` (1-based) within its own section."""
-    item = _find(edition, article_id)
-    size = sum(1 for i in edition.items if i.topic == item.topic)
-    if not 1 <= position <= size:
-        raise UsageError(
-            f"position {position}: section {item.topic!r} has {_n(size, 'article')}",
-            hint=f"use a position from 1 to {size}",
-        )
-    note = f"editor moved {item.article.title!r} to {position} in {item.topic}"
-    return _moved(edition, item, position, note)
-
-
-def approve(edition: Edition) -> Edition:
-    """Mark the edition approved; from then on it is only read."""
-    if not edition.items:
-        raise UsageError(
-            f"edition {edition.key} has no articles", hint="nothing to approve; rebuild it first"
-        )
-    return replace(edition, status="approved")
-
-
-def _find(edition: Edition, article_id: str) -> EditionItem:
-    for item in edition.items:
-        if item.article.id == article_id:
-            return item
-    raise NotFoundError(
-        f"edition {edition.key} has no article {article_id!r}",
-        hint=f"list its articles: digest edition show {edition.digest} --week {edition.period}",
-    )
-
-
-def _moved(edition: Edition, item: EditionItem, position: int, note: str) -> Edition:
-    section = [i for i in edition.for_topics({item.topic}) if i.article.id != item.article.id]
-    section.insert(position - 1, item)
-    order = edition.topics()
-    items = [i for t in order for i in (section if t == item.topic else edition.for_topics({t}))]
-    return _renumbered(edition, tuple(items), note)
-
-
-def _renumbered(edition: Edition, items: tuple[EditionItem, ...], note: str) -> Edition:
-    ranked = tuple(replace(i, rank=n) for n, i in enumerate(items, start=1))
-    return replace(edition, items=ranked, notes=(*edition.notes, note))
-
-
-# -- near-duplicates: the same story from two sources --------------------------------------
-# Thresholds measured on the pairs in tests/test_select.py (one story in other words; two
-# stories that share vocabulary): same-story pairs overlap 0.39-0.68 in title + summary,
-# different ones 0.11-0.31. The different pair at 0.31 (two central banks on one day)
-# shares 0.25 of its names; the hardest same pair (Seoul/Tokyo wording) shares 0.83.
-TEXT_SURE = 0.50  # word overlap of title + summary that alone means one story
-TEXT_LIKELY = 0.30  # ... that means one story when the summaries also name the same things
-NAMES_LIKELY = 0.50
-TITLE_SURE = 0.80
-MIN_SHARED = 4  # fewer shared words than this is never enough ("Markets rally"/"Markets slump")
-
-_STOP_WORDS = (
-    "a an the and or but nor of to in on at for from by with without into onto over under after "
-    "before about as is are was were be been being has have had do does did will would can "
-    "could should may might must this that these those it its their there they them he she his "
-    "her we our you your i not no than then so such very just also new says said say amid while "
-    "during between up down out off more most less how why what when who which where per via vs "
-    "monday tuesday wednesday thursday friday saturday sunday today yesterday january february "
-    "march april june july august september october november december"
-)
-_STOP = frozenset(_STOP_WORDS.split())
-_NUMBER_WORDS = "zero one two three four five six seven eight nine ten eleven twelve"
-_NUMBERS = {w: str(i) for i, w in enumerate(_NUMBER_WORDS.split())}
-_TRACKING = re.compile(r"^(utm_.*|fbclid|gclid|mc_cid|mc_eid|ref|cmpid)$")
-
-
-def same_story(a: Article, b: Article) -> bool:
-    """Whether two articles tell one story: one canonical URL, or closely matching words."""
-    if a.url and canonical_url(a.url) == canonical_url(b.url):
-        return True
-    titles = _words(a.title), _words(b.title)
-    if len(titles[0] & titles[1]) >= 3 and _overlap(*titles) >= TITLE_SURE:
-        return True
-    words = _words(f"{a.title} {a.summary}"), _words(f"{b.title} {b.summary}")
-    if len(words[0] & words[1]) < MIN_SHARED:  # two short texts agree by chance
-        return False
-    text = _overlap(*words)
-    if text >= TEXT_SURE:
-        return True
-    names = _names(a.summary or a.title), _names(b.summary or b.title)
-    shared = len(names[0] & names[1]) / min(len(names[0]), len(names[1])) if all(names) else 0.0
-    return text >= TEXT_LIKELY and shared >= NAMES_LIKELY
-
-
-def canonical_url(url: str) -> str:
-    """The URL without scheme, www., fragment, tracking parameters or a trailing slash."""
-    parts = urlsplit(url.strip())
-    host = parts.netloc.lower().removeprefix("www.")
-    query = urlencode(sorted((k, v) for k, v in parse_qsl(parts.query) if not _TRACKING.match(k)))
-    return f"{host}{parts.path.rstrip('/')}" + (f"?{query}" if query else "")
-
-
-def _stem(word: str) -> str:
-    word = _NUMBERS.get(word, word)
-    for suffix in ("ing", "ed", "es", "s", "e"):
-        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
-            return word[: -len(suffix)]
-    return word
-
-
-def _words(text: str) -> set[str]:
-    stems = (_stem(w) for w in re.findall(r"[a-z0-9]+", text.lower()) if w not in _STOP)
-    return {w for w in stems if len(w) > 1 or w.isdigit()}
-
-
-def _names(text: str) -> set[str]:
-    """Capitalized words and figures: the people, places and numbers a story is about."""
-    found = re.findall(r"\b(?:[A-Z][A-Za-z0-9]*|[0-9]+[A-Za-z%]*)\b", text)
-    return {_stem(w.lower()) for w in found if w.lower() not in _STOP}
-
-
-def _overlap(a: set[str], b: set[str]) -> float:
-    """Jaccard overlap of two word sets."""
-    return len(a & b) / len(a | b) if a and b else 0.0

@@ -22,8 +22,9 @@ from digest.articles import Article, article_id
 from digest.config import Config, Source, load_config
 from digest.errors import ConfigError, ExitCode
 from digest.sources import READERS, IngestReport, ingest, reader_for
-from digest.sources.normalize import lead, map_topics
+from digest.sources.normalize import map_topics
 from digest.store import Store, open_store
+from digest.text import lead
 
 DATA = Path(__file__).parent / "data" / "ingest"
 NOW = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
@@ -287,6 +288,7 @@ def test_broken_entries_are_skipped_and_listed_with_file_and_reason(run: Any) ->
     ]
     assert result.stdout.splitlines() == [
         "Prism Wire: 12 added, 0 updated, 0 unchanged, 1 skipped",
+        "Prism Wire: categories with no topic: Asia (1), Europe (1)",
         "Global Desk: 12 added, 0 updated, 0 unchanged, 1 skipped",
         "Daily Briefing: 11 added, 0 updated, 0 unchanged, 0 skipped",
         "Prism Analysis: 12 added, 0 updated, 0 unchanged, 1 skipped",

@@ -11,9 +11,10 @@ from sqlalchemy import insert
 
 from digest.articles import Article
 from digest.config import Config
+from digest.editing import adjust_edition, approve, drop, move, pin
 from digest.editions import Edition
 from digest.errors import NotFoundError, UsageError
-from digest.select import adjust_edition, approve, drop, move, pin, same_story, select_edition
+from digest.select import select_edition
 from digest.store import Store
 from digest.store.schema import deliveries
 from digest.weeks import current_week, parse_week
@@ -211,134 +212,6 @@ KOREA_B = (
     "rescue exercises between their navies, the first since 2017, as North Korean missile "
     "threats grow.",
 )
-ECB = (
-    "ECB holds interest rates steady as inflation cools",
-    "The European Central Bank left its deposit rate unchanged at 2% on Thursday, saying "
-    "inflation in the euro area is cooling faster than expected.",
-)
-SAME_STORY = [
-    (KOREA_A, KOREA_B),
-    (
-        ECB,
-        (
-            "European Central Bank keeps rates on hold",
-            "The ECB kept its key deposit rate at 2% on Thursday as euro area inflation cooled "
-            "more quickly than policymakers had expected.",
-        ),
-    ),
-    (
-        (
-            "Apple unveils M5 chip with faster neural engine",
-            "Apple introduced its M5 processor, promising a neural engine twice as fast for "
-            "on-device AI features in new MacBook Pro models.",
-        ),
-        (
-            "Apple's new M5 processor doubles AI performance",
-            "The M5 chip, announced by Apple on Tuesday, doubles the speed of its neural engine "
-            "for on-device AI and ships first in the MacBook Pro.",
-        ),
-    ),
-    (
-        (
-            "Heatwave pushes UK power demand to record",
-            "Britain's electricity demand hit a summer record as temperatures passed 35C, with "
-            "the grid operator asking gas plants to stand by.",
-        ),
-        (
-            "Record UK electricity demand as temperatures top 35C",
-            "Power demand in Britain reached a summer record on Wednesday as the heatwave pushed "
-            "temperatures above 35C and the grid operator put gas plants on standby.",
-        ),
-    ),
-    (
-        (
-            "WHO approves first malaria vaccine for infants",
-            "The World Health Organization approved a malaria vaccine for infants under six "
-            "months, the first shot cleared for that age group.",
-        ),
-        (
-            "First malaria shot for babies gets WHO approval",
-            "Infants under six months can now receive a malaria vaccine after the World Health "
-            "Organization approved the first shot for the age group.",
-        ),
-    ),
-]
-DIFFERENT_STORIES = [
-    (
-        KOREA_A,
-        (
-            "South Korea and Japan trade talks stall over export controls",
-            "Trade negotiators from South Korea and Japan failed to agree on lifting export "
-            "controls on chip materials after two days of talks in Seoul.",
-        ),
-    ),
-    (
-        (
-            "Japan's central bank raises interest rates for first time in a year",
-            "The Bank of Japan raised its policy rate to 0.75% on Friday, citing wage growth and "
-            "a weak yen pushing up import prices.",
-        ),
-        (
-            "South Korea's central bank holds interest rates",
-            "The Bank of Korea kept its base rate at 2.5% on Thursday, citing household debt and "
-            "a weak won.",
-        ),
-    ),
-    (
-        ECB,
-        (
-            "Bank of England cuts interest rates as inflation cools",
-            "The Bank of England lowered its base rate to 3.75% on Thursday, saying UK inflation "
-            "is cooling faster than expected.",
-        ),
-    ),
-    (
-        (
-            "Heatwave pushes UK power demand to record",
-            "Britain's electricity demand hit a summer record as temperatures passed 35C.",
-        ),
-        (
-            "Heatwave in Spain sparks wildfires near Madrid",
-            "Firefighters battled wildfires near Madrid as a heatwave pushed temperatures in "
-            "Spain above 40C for a fifth day.",
-        ),
-    ),
-    (
-        (
-            "North Korea fires ballistic missiles into the sea",
-            "North Korea fired two short-range ballistic missiles into the sea off its east "
-            "coast, South Korea's military said, its third launch this year.",
-        ),
-        KOREA_A,
-    ),
-]
-
-
-def _pair(a: tuple[str, str], b: tuple[str, str]) -> tuple[Article, Article]:
-    return art("a", title=a[0], summary=a[1]), art("b", title=b[0], summary=b[1])
-
-
-@pytest.mark.parametrize(("a", "b"), SAME_STORY, ids=[p[0][0][:24] for p in SAME_STORY])
-def test_the_same_story_in_other_words_is_a_duplicate(
-    a: tuple[str, str], b: tuple[str, str]
-) -> None:
-    assert same_story(*_pair(a, b)) and same_story(*reversed(_pair(a, b)))
-
-
-@pytest.mark.parametrize(
-    ("a", "b"), DIFFERENT_STORIES, ids=[p[1][0][:24] for p in DIFFERENT_STORIES]
-)
-def test_different_stories_that_share_words_are_not_duplicates(
-    a: tuple[str, str], b: tuple[str, str]
-) -> None:
-    assert not same_story(*_pair(a, b)) and not same_story(*reversed(_pair(a, b)))
-
-
-def test_one_canonical_url_is_one_story() -> None:
-    a = art("a", url="https://www.example.com/world/drills/?utm_source=rss#top", title="One")
-    b = art("b", url="http://example.com/world/drills", title="Another headline entirely")
-    c = art("c", url="https://example.com/world/drills?page=2", title="Third")
-    assert same_story(a, b) and not same_story(a, c)
 
 
 def test_duplicates_merge_into_one_card_naming_every_source(config: Config, store: Store) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict
 
 import click
 
@@ -29,8 +28,9 @@ COMMANDS: list[click.Command] = []
 def ingest_command(env: Env, names: tuple[str, ...], as_json: bool) -> None:
     """Read articles from the sources in digest.yaml into the store.
 
-    Each source is stored whole or not at all; a broken entry is skipped and listed.
-    Exits 2 when a source could not be read (the other sources are still stored).
+    Each source is stored whole or not at all; a broken entry is skipped and listed, and
+    feed categories that map to no topic are listed by name with counts. Exits 2 when a
+    source could not be read whole, e.g. a truncated feed (the other sources are still stored).
 
     \b
     Example:
@@ -40,9 +40,8 @@ def ingest_command(env: Env, names: tuple[str, ...], as_json: bool) -> None:
     progress = (lambda line: click.echo(line + "…", err=True)) if sys.stderr.isatty() else None
     report = ingest(env.config, env.store, now=env.now, names=names or None, progress=progress)
     if as_json:
-        click.echo(
-            json.dumps({"sources": [asdict(s) for s in report.sources], "ok": report.ok}, indent=2)
-        )
+        data = {"sources": [s.to_dict() for s in report.sources], "ok": report.ok}
+        click.echo(json.dumps(data, indent=2))
     else:
         _print(report)
     if not report.ok:
@@ -59,6 +58,8 @@ def _print(report: IngestReport) -> None:
                 f"{s.name}: {s.added} added, {s.updated} updated, "
                 f"{s.unchanged} unchanged, {len(s.skipped)} skipped"
             )
+        if s.unmapped:
+            click.echo(f"{s.name}: categories with no topic: {s.unmapped_text()}")
         for skipped in s.skipped:
             click.echo(f"warning: {s.name}: skipped {skipped}", err=True)
     failed = f", {len(report.failed)} sources failed" if report.failed else ""

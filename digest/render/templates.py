@@ -29,6 +29,7 @@ CONTEXT_NAMES = frozenset(
         "subject",
         "preheader",
         "date_range",
+        "intro",
         "sections",
         "article_count",
         "topic_names",

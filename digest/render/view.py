@@ -212,6 +212,7 @@ def context(
         "subject": subject,
         "preheader": preheader_text or preheader(items),
         "date_range": date_range(edition.start.date(), last_day(edition)),
+        "intro": tuple(p for p in edition.intro.split("\n\n") if p.strip()),
         "sections": sections,
         "article_count": len(items),
         "topic_names": [s.name for s in sections],

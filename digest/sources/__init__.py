@@ -8,7 +8,9 @@ plain functions listed by type in READERS; an entry a reader cannot use comes ou
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from datetime import datetime
 from typing import Protocol
 
@@ -17,10 +19,21 @@ from digest.config import Config, Source
 from digest.errors import ConfigError, SourceError
 from digest.sources.jsonfeed import read_json_feed
 from digest.sources.markdown import read_markdown_folder
+from digest.sources.normalize import unmapped
 from digest.sources.report import IngestReport, ReaderResult, Skipped, SourceReport
 from digest.sources.rss import read_feed
 
-__all__ = ["READERS", "IngestReport", "Reader", "Skipped", "SourceReport", "ingest", "reader_for"]
+__all__ = [
+    "READERS",
+    "IngestReport",
+    "Reader",
+    "Skipped",
+    "SourceReport",
+    "ingest",
+    "read_source",
+    "reader_for",
+    "survey",
+]
 
 Reader = Callable[[Source, Config], Iterator[ReaderResult]]
 
@@ -93,6 +106,23 @@ def _ingest_one(
     now: datetime | Callable[[], datetime],
     claimed: dict[str, str],
 ) -> SourceReport:
+    found = read_source(source, reader, config, claimed)
+    if not found.ok:
+        return found
+    counts = store.articles.upsert(found.articles, now=now() if callable(now) else now)
+    claimed.update(dict.fromkeys((a.id for a in found.articles), source.name))
+    return replace(found, added=counts.added, updated=counts.updated, unchanged=counts.unchanged)
+
+
+def read_source(
+    source: Source, reader: Reader, config: Config, claimed: dict[str, str] | None = None
+) -> SourceReport:
+    """Read one source whole, storing nothing: its articles, skipped entries and categories.
+
+    A source that cannot be read whole (missing, truncated, not well-formed) comes back with
+    `error` set and no articles, so nothing of it is ever stored.
+    """
+    claimed = claimed or {}
     articles: dict[str, Article] = {}
     skipped: list[Skipped] = []
     try:
@@ -110,11 +140,26 @@ def _ingest_one(
                 articles[result.id] = result
     except SourceError as exc:
         return SourceReport(source.name, skipped=tuple(skipped), error=str(exc))
-    counts = store.articles.upsert(articles.values(), now=now() if callable(now) else now)
-    claimed.update(dict.fromkeys(articles, source.name))
+    counts = Counter(c for a in articles.values() for c in unmapped(a.categories, config))
     return SourceReport(
-        source.name, counts.added, counts.updated, counts.unchanged, tuple(skipped), None
+        source.name,
+        skipped=tuple(skipped),
+        articles=tuple(articles.values()),
+        unmapped=tuple(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))),
     )
+
+
+def survey(config: Config, names: Iterable[str] | None = None) -> IngestReport:
+    """Read the sources (all, or those named) as `ingest` would, storing nothing."""
+    sources = _chosen(config, names)
+    readers = [reader_for(s, str(config.path)) for s in sources]
+    claimed: dict[str, str] = {}
+    reports = []
+    for source, reader in zip(sources, readers, strict=True):
+        report = read_source(source, reader, config, claimed)
+        claimed.update(dict.fromkeys((a.id for a in report.articles), source.name))
+        reports.append(report)
+    return IngestReport(tuple(reports))
 
 
 def _entry(article: Article) -> str:

@@ -11,7 +11,6 @@ from digest.config import Config, Source
 from digest.errors import SourceError
 
 TIMEOUT_SECONDS = 20.0
-MAX_BYTES = 10 * 1024 * 1024  # larger than any sane feed; stops a runaway response
 USER_AGENT = f"digest/{__version__} (+https://digest.example.com)"
 
 
@@ -29,13 +28,17 @@ def source_path(source: Source, config: Config) -> Path:
 def read_bytes(source: Source, config: Config, *, timeout: float = TIMEOUT_SECONDS) -> bytes:
     """The raw document of a file or URL source; SourceError names the source and why."""
     if source.url is not None:
-        return _fetch(source.url, timeout=timeout)
+        return _fetch(source.url, timeout=timeout, limit=source.max_bytes)
     path = source_path(source, config)
     where = source_location(source)
     try:
         size = path.stat().st_size
-        if size > MAX_BYTES:
-            raise SourceError(where, f"file is {size} bytes, more than the {MAX_BYTES} allowed")
+        if size > source.max_bytes:
+            raise SourceError(
+                where,
+                f"file is {size} bytes, more than the {source.max_bytes} allowed",
+                hint="raise the source's max_bytes in digest.yaml if the feed is really this big",
+            )
         return path.read_bytes()
     except FileNotFoundError:
         raise SourceError(where, "file not found") from None
@@ -45,7 +48,7 @@ def read_bytes(source: Source, config: Config, *, timeout: float = TIMEOUT_SECON
         raise SourceError(where, exc.strerror or str(exc)) from None
 
 
-def _fetch(url: str, *, timeout: float) -> bytes:
+def _fetch(url: str, *, timeout: float, limit: int) -> bytes:
     request = urllib.request.Request(
         url,
         headers={
@@ -56,7 +59,7 @@ def _fetch(url: str, *, timeout: float) -> bytes:
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
-            data: bytes = response.read(MAX_BYTES + 1)
+            data: bytes = response.read(limit + 1)
     except urllib.error.HTTPError as exc:
         raise SourceError(url, f"HTTP {exc.code} {exc.reason}") from None
     except urllib.error.URLError as exc:
@@ -65,6 +68,10 @@ def _fetch(url: str, *, timeout: float) -> bytes:
         raise SourceError(url, f"no answer within {timeout:g} s") from None
     except OSError as exc:
         raise SourceError(url, f"cannot fetch: {exc}") from None
-    if len(data) > MAX_BYTES:
-        raise SourceError(url, f"response is larger than the {MAX_BYTES} bytes allowed")
+    if len(data) > limit:
+        raise SourceError(
+            url,
+            f"response is larger than the {limit} bytes allowed",
+            hint="raise the source's max_bytes in digest.yaml if the feed is really this big",
+        )
     return data

@@ -15,7 +15,7 @@ from typing import Any
 from digest.config import Config, Source
 from digest.errors import SourceError
 from digest.sources.fetch import read_bytes, source_location
-from digest.sources.normalize import RawEntry, string_list, to_article
+from digest.sources.normalize import Category, RawEntry, string_list, to_article
 from digest.sources.report import EntryError, ReaderResult, Skipped
 
 VERSION_PREFIX = "https://jsonfeed.org/version/"
@@ -68,7 +68,7 @@ def _raw_entry(item: dict[str, Any], source: Source) -> RawEntry:
         title=item.get("title"),
         published_at=_date(item, "date_published") or _date(item, "date_modified"),
         updated_at=_date(item, "date_modified"),
-        categories=string_list(item.get("tags"), "tags"),
+        categories=tuple(Category(t) for t in string_list(item.get("tags"), "tags")),
         summary_html=html.escape(str(summary)) if summary else "",
         body_html=str(body),
         labels=string_list(ext.get("labels"), "_digest.labels"),

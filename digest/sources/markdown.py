@@ -20,7 +20,7 @@ from markdown_it import MarkdownIt
 from digest.config import Config, Source
 from digest.errors import SourceError
 from digest.sources.fetch import source_location, source_path
-from digest.sources.normalize import RawEntry, string_list, to_article
+from digest.sources.normalize import Category, RawEntry, string_list, to_article
 from digest.sources.report import EntryError, ReaderResult, Skipped
 
 FENCE = "---"
@@ -110,8 +110,11 @@ def _raw_entry(
         url=url,
         title=_optional_str(meta, "title"),
         published_at=_date(meta.get("date"), zone),
-        categories=string_list(meta.get("topics"), "topics")
-        + string_list(meta.get("categories"), "categories"),
+        categories=tuple(
+            Category(c)
+            for c in string_list(meta.get("topics"), "topics")
+            + string_list(meta.get("categories"), "categories")
+        ),
         summary_html=html.escape(summary) if summary else "",
         body_html=body_html,
         labels=string_list(meta.get("labels"), "labels"),

@@ -2,24 +2,33 @@
 
 from __future__ import annotations
 
-import html
-import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from html.parser import HTMLParser
 from typing import Any
 
 import nh3
 
-from digest.articles import WORDS_PER_MINUTE, Article, article_id
+from digest.articles import Article, article_id
 from digest.config import Config
 from digest.sources.report import EntryError
+from digest.text import lead, plain_text, read_minutes
 
-SUMMARY_MAX_CHARS = 300
 _HTTP_URL = re.compile(r"^https?://[^/\s]+")
 AI_LABEL = "AI Analysis"
+
+
+@dataclass(frozen=True)
+class Category:
+    """A feed category: the label people read and, in Atom, the term machines read."""
+
+    label: str
+    term: str = ""
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(n.strip() for n in (self.label, self.term) if n and n.strip())
 
 
 @dataclass(frozen=True)
@@ -32,7 +41,7 @@ class RawEntry:
     title: str | None
     published_at: datetime | None
     updated_at: datetime | None = None
-    categories: tuple[str, ...] = ()
+    categories: tuple[Category, ...] = ()
     summary_html: str = ""
     body_html: str = ""
     labels: tuple[str, ...] = ()
@@ -62,17 +71,20 @@ def to_article(
     body = sanitize_html(raw.body_html or raw.summary_html)
     summary = plain_text(raw.summary_html)
     summary = lead(summary) if summary else lead(plain_text(body))
-    topics = map_topics(raw.categories, config) or ((default_topic,) if default_topic else ())
+    lookup = topic_lookup(config)
+    shown = tuple(_shown(c, lookup) for c in raw.categories if c.names)
+    topics = map_topics(shown, config) or ((default_topic,) if default_topic else ())
     return Article(
         id=article_id(raw.id_key or url),
         url=url,
         title=title,
         published_at=to_utc(raw.published_at),
         topics=topics,
+        categories=_unique(shown),
         labels=_unique(raw.labels),
         summary=summary,
         body_html=body,
-        read_minutes=raw.read_minutes or estimate_read_minutes(body),
+        read_minutes=raw.read_minutes or read_minutes(body),
         sources=(raw.credit or raw.source,),
         image=raw.image if raw.image and _HTTP_URL.match(raw.image) else None,
         thoughts=_unique(t.strip() for t in raw.thoughts),
@@ -88,15 +100,31 @@ def to_utc(when: datetime) -> datetime:
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
-def map_topics(categories: tuple[str, ...], config: Config) -> tuple[str, ...]:
-    """Topic keys for feed categories: a match on key, display name or alias, any case."""
+def topic_lookup(config: Config) -> dict[str, str]:
+    """Topic key by casefolded key, display name or alias."""
     lookup: dict[str, str] = {}
     for topic in config.topics:
         for name in (topic.key, topic.name, *topic.aliases):
             lookup.setdefault(name.strip().casefold(), topic.key)
-    return _unique(
-        lookup[c.strip().casefold()] for c in categories if c.strip().casefold() in lookup
-    )
+    return lookup
+
+
+def map_topics(categories: Iterable[str], config: Config) -> tuple[str, ...]:
+    """Topic keys for feed categories: a match on key, display name or alias, any case."""
+    lookup = topic_lookup(config)
+    found = (lookup.get(c.strip().casefold(), "") for c in categories)
+    return _unique(found)
+
+
+def unmapped(categories: Iterable[str], config: Config) -> list[str]:
+    """The categories that map to no topic."""
+    lookup = topic_lookup(config)
+    return [c for c in categories if c.strip().casefold() not in lookup]
+
+
+def _shown(category: Category, lookup: dict[str, str]) -> str:
+    """The name that maps to a topic, else the label (else the term): what reports show."""
+    return next((n for n in category.names if n.casefold() in lookup), category.names[0])
 
 
 def sanitize_html(fragment: str) -> str:
@@ -104,91 +132,6 @@ def sanitize_html(fragment: str) -> str:
     if not fragment.strip():
         return ""
     return nh3.clean(fragment, link_rel="noopener").strip()
-
-
-class _TextCollector(HTMLParser):
-    BLOCKS = frozenset(
-        [
-            "p",
-            "br",
-            "div",
-            "li",
-            "ul",
-            "ol",
-            "h1",
-            "h2",
-            "h3",
-            "h4",
-            "h5",
-            "h6",
-            "blockquote",
-            "tr",
-            "td",
-            "th",
-            "pre",
-            "hr",
-            "figure",
-            "figcaption",
-        ]
-    )
-    HIDDEN = frozenset({"script", "style", "template"})
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self._hidden = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in self.HIDDEN:
-            self._hidden += 1
-        elif tag in self.BLOCKS:
-            self.parts.append(" ")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in self.HIDDEN:
-            self._hidden = max(0, self._hidden - 1)
-        elif tag in self.BLOCKS:
-            self.parts.append(" ")
-
-    def handle_data(self, data: str) -> None:
-        if not self._hidden:
-            self.parts.append(data)
-
-
-def plain_text(fragment: str) -> str:
-    """Text of an HTML fragment with whitespace collapsed (block ends become spaces)."""
-    if "<" not in fragment and "&" not in fragment:
-        return " ".join(fragment.split())
-    collector = _TextCollector()
-    collector.feed(fragment)
-    collector.close()
-    return " ".join(html.unescape("".join(collector.parts)).split())
-
-
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"'”’)]*\s+")
-
-
-def lead(text: str, limit: int = SUMMARY_MAX_CHARS) -> str:
-    """The opening of `text` in whole sentences, at most `limit` characters, never mid-word."""
-    text = " ".join(text.split())
-    if len(text) <= limit:
-        return text
-    kept = ""
-    for match in _SENTENCE_END.finditer(text):
-        candidate = text[: match.end()].rstrip()
-        if len(candidate) > limit:
-            break
-        kept = candidate
-    if kept:
-        return kept
-    # One sentence longer than the limit: cut at the last space and mark the cut.
-    cut = text[: limit - 1].rsplit(" ", 1)[0].rstrip(",;:—- ")
-    return cut + "…"
-
-
-def estimate_read_minutes(body_html: str) -> int:
-    words = len(plain_text(body_html).split())
-    return max(1, math.ceil(words / WORDS_PER_MINUTE))
 
 
 def _unique(items: Iterable[str]) -> tuple[str, ...]:

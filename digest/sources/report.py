@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from digest.articles import Article
 
@@ -39,6 +39,25 @@ class SourceReport:
     unchanged: int = 0
     skipped: tuple[Skipped, ...] = ()
     error: str | None = None
+    # Feed categories that map to no topic, with how many articles carried each.
+    unmapped: tuple[tuple[str, int], ...] = ()
+    articles: tuple[Article, ...] = field(default=(), repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, object]:
+        """What `digest ingest --json` prints for this source."""
+        return {
+            "name": self.name,
+            "added": self.added,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "skipped": [{"where": s.where, "reason": s.reason} for s in self.skipped],
+            "error": self.error,
+            "unmapped_categories": dict(self.unmapped),
+        }
+
+    def unmapped_text(self) -> str:
+        """'Sport (3), Crossword (1)'."""
+        return ", ".join(f"{name} ({n})" for name, n in self.unmapped)
 
     @property
     def ok(self) -> bool:

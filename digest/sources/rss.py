@@ -20,13 +20,14 @@ import xml.sax
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
+from xml.parsers import expat
 
 import feedparser
 
 from digest.config import Config, Source
 from digest.errors import SourceError
 from digest.sources.fetch import read_bytes, source_location
-from digest.sources.normalize import RawEntry, to_article
+from digest.sources.normalize import Category, RawEntry, to_article
 from digest.sources.report import EntryError, ReaderResult, Skipped
 
 NAMESPACE = "https://digest.example.com/ns/1.0"
@@ -37,23 +38,15 @@ FALSE_WORDS = frozenset({"false", "no", "0", ""})
 def read_feed(source: Source, config: Config) -> Iterator[ReaderResult]:
     """Articles of an RSS 2.0 / Atom 1.0 feed; broken entries come out as Skipped."""
     where = source_location(source)
-    parsed = feedparser.parse(read_bytes(source, config))
+    data = read_bytes(source, config)
+    check_well_formed(data, where)
+    parsed = feedparser.parse(data)
     problem = parsed.get("bozo_exception") if parsed.get("bozo") else None
     if not parsed.entries:
-        if isinstance(problem, xml.sax.SAXParseException):
-            raise SourceError(
-                where, f"not well-formed XML: {problem.getMessage()}", line=problem.getLineNumber()
-            )
-        if problem is not None:
+        if problem is not None and not isinstance(problem, xml.sax.SAXParseException):
             raise SourceError(where, f"cannot parse the feed: {problem}")
         if not parsed.get("version"):
             raise SourceError(where, "not an RSS or Atom feed")
-    elif isinstance(problem, xml.sax.SAXParseException):
-        # feedparser recovers the entries before the fault; keep them, but say so.
-        yield Skipped(
-            f"{where}:{problem.getLineNumber()}",
-            f"not well-formed XML ({problem.getMessage()}); entries after this point are lost",
-        )
     noun = "entry" if str(parsed.get("version", "")).startswith("atom") else "item"
     for number, entry in enumerate(parsed.entries, start=1):
         label = _entry_label(noun, number, entry)
@@ -62,6 +55,31 @@ def read_feed(source: Source, config: Config) -> Iterator[ReaderResult]:
             yield to_article(raw, config, default_topic=source.topic)
         except EntryError as exc:
             yield Skipped(f"{where}: {label}", str(exc))
+
+
+def check_well_formed(data: bytes, where: str) -> None:
+    """Refuse a document that is not whole XML: a truncated download, a mismatched tag.
+
+    feedparser would keep the entries before the fault and drop the rest without a word,
+    so the feed is checked first. HTML entities such as ``&nbsp;`` (undefined in XML, but
+    common in feeds) are tolerated; external entities are never loaded.
+    """
+    parser = expat.ParserCreate()
+    parser.UseForeignDTD(True)
+    parser.ExternalEntityRefHandler = lambda *_args: 1  # skip, never fetch
+    try:
+        parser.Parse(data, True)
+    except expat.ExpatError as exc:
+        if exc.code == _UNKNOWN_ENCODING:
+            return  # an encoding expat lacks (e.g. windows-1252): feedparser converts it
+        reason = expat.ErrorString(exc.code)
+        if exc.code == _NO_ELEMENT and exc.lineno > 1:
+            reason += " (the document ends early: truncated?)"
+        raise SourceError(where, f"not well-formed XML: {reason}", line=exc.lineno) from None
+
+
+_UNKNOWN_ENCODING = expat.errors.codes[expat.errors.XML_ERROR_UNKNOWN_ENCODING]
+_NO_ELEMENT = expat.errors.codes[expat.errors.XML_ERROR_NO_ELEMENTS]
 
 
 def _entry_label(noun: str, number: int, entry: Any) -> str:
@@ -82,10 +100,8 @@ def _raw_entry(entry: Any, source: Source) -> RawEntry:
         published_at=_date(entry, "published" if entry.get("published") else "updated"),
         updated_at=_date(entry, "updated", required=False),
         categories=tuple(
-            str(tag.get(k))
+            Category(str(tag.get("label") or tag.get("term") or ""), str(tag.get("term") or ""))
             for tag in entry.get("tags", [])
-            for k in ("term", "label")
-            if tag.get(k)
         ),
         summary_html=summary,
         body_html=body,
