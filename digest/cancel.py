@@ -59,15 +59,17 @@ class Withdrawer:
     now: Callable[[], datetime]
     sleep: Callable[[float], None]
 
-    def room(self, *, before: datetime | None = None) -> bool:
-        """Wait until fewer than HOLD_LIMIT holds remain (so the next batch, if in doubt,
-        can be cancelled at once); False when that cannot happen before `before`."""
+    def room(self, *, before: datetime | None = None, calls: int = 1) -> bool:
+        """Wait until at most HOLD_LIMIT - `calls` holds remain, so that each of `calls`
+        batches in flight, if in doubt, can be cancelled at once; False when that cannot
+        happen before `before`."""
+        keep = max(HOLD_LIMIT - calls, 0)
         for _ in range(MAX_TRIES):
             now = self.now()
             holds = self.ledger.holds(now=now)
-            if len(holds) < HOLD_LIMIT:
+            if len(holds) <= keep:
                 return True
-            lapse = holds[len(holds) - HOLD_LIMIT]  # the hold whose lapse makes room
+            lapse = holds[len(holds) - keep - 1]  # the hold whose lapse makes room
             if before is not None and lapse >= before:
                 return False
             self.sleep(max((lapse - now).total_seconds(), 0.0) + 0.5)

@@ -390,6 +390,13 @@ class Delivery(_Model):
     )
     max_attempts: int = Field(5, ge=1, le=20, description="Tries per batch on retryable faults.")
     max_retry_seconds: float = Field(300.0, gt=0, description="Total time spent waiting to retry.")
+    in_flight: int = Field(
+        1,
+        ge=1,
+        le=8,
+        description="SendGrid requests in flight at once; a crash or a lost answer can then "
+        "leave up to this many batches in doubt (strict mode still cancels each).",
+    )
     max_failed_batches: int = Field(
         5,
         ge=1,

@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -185,6 +186,13 @@ class _Run:
     stopped: bool = False
 
     @property
+    def in_flight(self) -> int:
+        """Calls at once: the configured number where the transport takes concurrent calls."""
+        if getattr(self.transport, "concurrent", False):
+            return self.config.delivery.in_flight
+        return 1
+
+    @property
     def scheduler(self) -> Scheduler | None:
         return self.transport if isinstance(self.transport, Scheduler) else None
 
@@ -309,30 +317,58 @@ def _check(options: SendOptions, transport: Transport, now: datetime) -> None:
 def _send_pending(run: _Run, progress: Progress | None, total: int) -> None:
     """Send every pending row, batch by batch: claim (commit) → provider call → record (commit).
 
-    While the provider answers batch N (in a worker thread: the wait releases the GIL),
-    batch N+1 is read and composed but not claimed; it is claimed only after N is settled.
-    So at most one batch is ever in `sending`, as without the overlap.
+    The calls run in worker threads (waiting on the provider releases the GIL) while this
+    thread composes the next batch. A batch is claimed only when a call slot is free: with
+    `in_flight` = K (transports that take concurrent calls, i.e. SendGrid), at most K
+    batches are ever in `sending`, so a crash or a lost answer leaves at most K batches in
+    doubt; with K = 1, one. Batches are settled in the order they were claimed.
     """
     if progress is not None:
         progress(0, total)
-    batches = _composed(run)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="digest-send") as worker:
-        email = next(batches, None)
-        while email is not None:
-            if run.options.should_stop is not None and run.options.should_stop():
-                run.stopped = True
-                break
-            claimed = _claim(run, email)
-            call = claimed and (claimed, worker.submit(call_transport, run.transport, claimed))
-            try:
-                following = next(batches, None)
-            finally:
-                if call:  # settled even when composing the next batch failed
-                    _settle(run, call[0], call[1].result())
-            run.done += len(email.recipients)
-            if progress is not None:
-                progress(min(run.done, total), total)
-            email = following
+    slots = run.in_flight
+    calls: deque[tuple[OutgoingEmail, Future[list[SendResult]], int]] = deque()
+    with ThreadPoolExecutor(max_workers=slots, thread_name_prefix="digest-send") as worker:
+        try:
+            for email in _composed(run):
+                while len(calls) >= slots:
+                    _settle_next(run, calls, progress, total)
+                if run.options.should_stop is not None and run.options.should_stop():
+                    run.stopped = True
+                    break
+                claimed = _claim(run, email)
+                if claimed is None:
+                    run.done += len(email.recipients)
+                    continue
+                future = worker.submit(call_transport, run.transport, claimed)
+                calls.append((claimed, future, len(email.recipients)))
+            while calls:
+                _settle_next(run, calls, progress, total)
+        except BaseException:
+            _drain(run, calls)  # every call made is recorded, whatever stopped the run
+            raise
+
+
+def _settle_next(
+    run: _Run,
+    calls: deque[tuple[OutgoingEmail, Future[list[SendResult]], int]],
+    progress: Progress | None,
+    total: int,
+) -> None:
+    email, future, size = calls.popleft()
+    _settle(run, email, future.result())
+    run.done += size
+    if progress is not None:
+        progress(min(run.done, total), total)
+
+
+def _drain(run: _Run, calls: deque[tuple[OutgoingEmail, Future[list[SendResult]], int]]) -> None:
+    """Settle the calls still in flight when the run stops, without raising again."""
+    while calls:
+        email, future, _size = calls.popleft()
+        try:
+            _settle(run, email, future.result())
+        except Exception:  # noqa: BLE001 - the first error is the one reported
+            continue
 
 
 def _composed(run: _Run) -> Iterator[OutgoingEmail]:
@@ -361,7 +397,7 @@ def _claim(run: _Run, email: OutgoingEmail) -> OutgoingEmail | None:
     if scheduler is not None and options.strict:
         # Its own batch per request, so a call in doubt is cancelled without touching
         # others; and room for one more cancel, so that cancel can never be refused.
-        run.withdrawer().room()
+        run.withdrawer().room(calls=run.in_flight)
         batch_id = _create_batch(run, scheduler)
         send_at = max(options.send_at or run.now(), run.now() + scheduler.strict_lead)
     elif scheduler is not None and options.send_at is not None:

@@ -129,6 +129,8 @@ class FakeSendGrid:
         self.cancelled: dict[str, datetime] = {}  # batch id -> when it was cancelled
         self.paused: set[str] = set()
         self.cancels_refused = 0
+        self.concurrent = 0  # Mail Send requests being answered right now
+        self.max_concurrent = 0
         self.answers: list[tuple[str, int]] = []  # (path, status; 0 = hung up), in order
         self._faults: dict[str, list[_Fault]] = {}
         self._latency = 0.0
@@ -274,6 +276,17 @@ class FakeSendGrid:
             return self._schedule(body)
         raise Refused(404, "not found")
 
+    def _enter(self, path: str) -> None:
+        if path == SEND:
+            with self._lock:
+                self.concurrent += 1
+                self.max_concurrent = max(self.max_concurrent, self.concurrent)
+
+    def _leave(self, path: str) -> None:
+        if path == SEND:
+            with self._lock:
+                self.concurrent -= 1
+
     def _send(self, body: Any) -> tuple[int, dict[str, str], Any]:
         check_schema(validators()[0], body)
         check_live_rules(body, self.now())
@@ -323,6 +336,13 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         fake = self.server.fake
         path = self.path.split("?", 1)[0]
+        fake._enter(path)
+        try:
+            self._post(fake, path)
+        finally:
+            fake._leave(path)
+
+    def _post(self, fake: FakeSendGrid, path: str) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length <= MAX_BODY else b""
         fault = fake._next_fault(path) or (path == SEND and fake._chaos_fault()) or _Fault("none")

@@ -445,3 +445,47 @@ def test_a_cancel_answered_after_the_deadline_proves_nothing_and_nothing_is_rese
     assert max(_received(fake).values(), default=0) <= 1  # never resent on a late answer
     assert summary.in_doubt == 5 and _states(store) == {"failed": 5}
     assert len(fake.requests) == 1 and subs
+
+
+# -- several requests in flight -------------------------------------------------------
+
+
+def test_requests_in_flight_overlap_up_to_the_setting_and_each_reader_gets_one(
+    config: Config, store: Store, edition: Edition, fake: FakeSendGrid, clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    cfg = _config(config, fake, monkeypatch, in_flight=3)
+    subs = [s.email for s in _add(store, 60)]
+    fake.set_latency(0.15)
+    summary = _send(cfg, store, edition, clock)
+    assert summary.sent == 60
+    assert fake.max_concurrent == 3  # never more than three batches in `sending` at once
+    _exactly_once(fake, subs)
+
+
+def test_in_strict_mode_every_call_in_doubt_among_those_in_flight_is_cancelled_and_resent(
+    config: Config, store: Store, edition: Edition, fake: FakeSendGrid, clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    cfg = _config(config, fake, monkeypatch, in_flight=3)
+    subs = [s.email for s in _add(store, 40)]
+    fake.set_latency(0.05)
+    fake.drop_next(2, accept=True)  # the first two of the overlapping calls lose their answers
+    summary = _send(cfg, store, edition, clock, strict=True)
+    assert summary.withdrawn == 2 and len(fake.cancelled) == 2
+    assert (summary.sent, summary.failed, summary.in_doubt) == (40, 0, 0)
+    _exactly_once(fake, subs)
+
+
+def test_strict_mode_keeps_room_for_a_cancel_per_request_in_flight(
+    config: Config, store: Store, edition: Edition, fake: FakeSendGrid, clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    cfg = _config(config, fake, monkeypatch, in_flight=3)
+    subs = [s.email for s in _add(store, 5)]
+    for i in range(8):  # eight holds of this store's: only 2 cancels left, 3 calls may fly
+        until = clock.now() + timedelta(minutes=11 + i)
+        store.deliveries.add_hold(f"held{i}", "other/edition", until=until, now=clock.now())
+    _send(cfg, store, edition, clock, strict=True)
+    assert clock.now() >= NOW + timedelta(minutes=11)  # waited until one of them lapsed
+    _exactly_once(fake, subs)

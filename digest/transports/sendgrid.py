@@ -47,6 +47,7 @@ class SendGridTransport:
     """Sends through SendGrid's Mail Send API; never raises for an answer the provider gave."""
 
     name = "sendgrid"
+    concurrent = True  # one client, a new connection per request: calls may overlap
 
     def __init__(
         self, api_key: str, settings: SendGridSettings, *, now: Callable[[], datetime]
