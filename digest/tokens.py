@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import binascii
 import hashlib
-import hmac
 import json
 from typing import Any
 
@@ -34,7 +33,7 @@ def make_token(secret: str, purpose: str, subscriber_id: int, **extra: Any) -> s
     if purpose == "confirm":
         return URLSafeTimedSerializer(secret, salt=purpose).dumps(payload)
     raw = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
-    return _sign(_derive_key(secret, purpose), raw)
+    return _sign(KeyedMac(_derive_key(secret, purpose)), raw)
 
 
 def read_token(secret: str, purpose: str, token: str) -> dict[str, Any]:
@@ -72,8 +71,8 @@ class LinkSigner:
 
     def __init__(self, base_url: str, secret: str) -> None:
         self._base = base_url
-        self._unsubscribe = _derive_key(secret, "unsubscribe")
-        self._preferences = _derive_key(secret, "preferences")
+        self._unsubscribe = KeyedMac(_derive_key(secret, "unsubscribe"))
+        self._preferences = KeyedMac(_derive_key(secret, "preferences"))
         self._edition_json: dict[str, bytes] = {}
 
     def unsubscribe_url(self, subscriber_id: int, edition_key: str = "") -> str:
@@ -101,15 +100,31 @@ def _json(value: str) -> bytes:
     return json.dumps(value, ensure_ascii=False).encode()
 
 
-def _sign(key: bytes, raw: bytes) -> str:
+class KeyedMac:
+    """HMAC-SHA1 under one key, its inner and outer states hashed once (RFC 2104), so a
+    token costs two SHA-1 copies instead of setting up an HMAC (a third of the time)."""
+
+    def __init__(self, key: bytes) -> None:
+        block = (hashlib.sha1(key).digest() if len(key) > 64 else key).ljust(64, b"\0")
+        self._inner = hashlib.sha1(bytes(b ^ 0x36 for b in block))
+        self._outer = hashlib.sha1(bytes(b ^ 0x5C for b in block))
+
+    def digest(self, message: bytes) -> bytes:
+        inner = self._inner.copy()
+        inner.update(message)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+
+def _sign(mac: KeyedMac, raw: bytes) -> str:
     """An itsdangerous URLSafeSerializer token (its `loads` reads it) for the payload `raw`.
 
     Never compressed: itsdangerous tries zlib on every token, which cannot win on payloads
     this short ({"s":42,"e":"weekly/2026-W48"}) and cost half of the signing time.
     """
     body = _b64(raw)
-    mac = hmac.digest(key, body, "sha1")
-    return (body + b"." + _b64(mac)).decode("ascii")
+    return (body + b"." + _b64(mac.digest(body))).decode("ascii")
 
 
 _URLSAFE = bytes.maketrans(b"+/", b"-_")

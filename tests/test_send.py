@@ -235,3 +235,11 @@ def test_backoff_waits_at_least_what_the_provider_asked_and_stops_at_the_budget(
     assert policy.delay(1, 7.5, rng) >= 7.5
     assert policy.next_wait(4, 0.0, None, rng) is None  # tries spent
     assert policy.next_wait(1, 9.0, 5.0, rng) is None  # wait budget spent
+
+
+def test_the_keyed_mac_is_hmac_sha1() -> None:
+    import hmac
+
+    for key in (b"k" * 20, b"x" * 100, b""):
+        for message in (b"", b"eyJzIjo0Mn0", b"z" * 500):
+            assert tokens.KeyedMac(key).digest(message) == hmac.digest(key, message, "sha1")

@@ -22,8 +22,10 @@ from sqlalchemy import (
     String,
     Text,
     and_,
+    any_,
     bindparam,
     cast,
+    column,
     func,
     literal,
     or_,
@@ -31,6 +33,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from digest.editions import Edition
 from digest.errors import DigestError, UsageError
@@ -56,6 +59,14 @@ GONE = "subscriber is no longer active"
 
 _d = deliveries.c
 
+# A batch's row ids travel as one parameter (a JSON array for SQLite's json_each, an
+# array on PostgreSQL), so a statement compiles once and binds one value, not 1,000.
+_SQLITE_IDS = _d.id.in_(
+    select(column("value", Integer)).select_from(func.json_each(bindparam("ids", type_=Text)))
+)
+_POSTGRES_IDS = _d.id == any_(bindparam("ids", type_=ARRAY(Integer)))
+ONE_PARAMETER = 1000  # ids per statement when they travel as one parameter (a whole batch)
+
 
 @dataclass(frozen=True, slots=True)
 class LedgerRow:
@@ -72,6 +83,12 @@ class LedgerRow:
 class DeliveryStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._postgres = engine.dialect.name == "postgresql"
+        self._in_ids = _POSTGRES_IDS if self._postgres else _SQLITE_IDS
+
+    def _ids(self, ids: Sequence[int]) -> dict[str, Any]:
+        """The parameter `self._in_ids` takes for these row ids."""
+        return {"ids": list(ids) if self._postgres else json.dumps(list(ids))}
 
     # -- planning ------------------------------------------------------------
     def plan(
@@ -276,7 +293,7 @@ class DeliveryStore:
             .limit(limit)
         )
         with self.engine.connect() as conn:
-            return [LedgerRow(*r) for r in conn.execute(query)]
+            return [LedgerRow(*r) for r in conn.execute(query).all()]
 
     def claim(
         self,
@@ -300,16 +317,18 @@ class DeliveryStore:
         def work(conn: Connection) -> tuple[set[int], int]:
             claimed: set[int] = set()
             gone = 0
-            for chunk in _chunks(list(ids)):
+            for chunk in _chunks(list(ids), ONE_PARAMETER):
                 # by primary key only: naming the edition too would let SQLite pick the
                 # (edition, state) index and scan every pending row of the edition
-                mine = and_(_d.id.in_(chunk), _d.state == "pending")
-                gone += changed(
-                    conn,
-                    update(deliveries)
-                    .where(mine, ~active)
-                    .values(state="suppressed", last_error=GONE, updated_at=now),
-                    _d.id,
+                mine = and_(self._in_ids, _d.state == "pending")
+                gone += len(
+                    conn.execute(
+                        update(deliveries)
+                        .where(mine, ~active)
+                        .values(state="suppressed", last_error=GONE, updated_at=now)
+                        .returning(_d.id),
+                        self._ids(chunk),
+                    ).all()
                 )
                 # Rows no longer pending (another send took them) are simply not sent here.
                 claimed.update(
@@ -325,8 +344,11 @@ class DeliveryStore:
                             sent_at=scheduled_at,
                             updated_at=now,
                         )
-                        .returning(_d.id)
-                    ).scalars()
+                        .returning(_d.id),
+                        self._ids(chunk),
+                    )
+                    .scalars()
+                    .all()
                 )
             return claimed, gone
 
@@ -358,8 +380,9 @@ class DeliveryStore:
                     )
                 else:
                     values.update(state="failed", last_error=value, sent_at=None)
-                for chunk in _chunks(ids):
-                    conn.execute(update(deliveries).where(_d.id.in_(chunk)).values(**values))
+                for chunk in _chunks(ids, ONE_PARAMETER):
+                    stmt = update(deliveries).where(self._in_ids).values(**values)
+                    conn.execute(stmt, self._ids(chunk))
 
         self._write("record results", work)
 
@@ -369,14 +392,14 @@ class DeliveryStore:
 
         def work(conn: Connection) -> int:
             moved = 0
-            for chunk in _chunks(list(ids)):
+            for chunk in _chunks(list(ids), ONE_PARAMETER):
                 stmt = (
                     update(deliveries)
-                    .where(_d.id.in_(chunk), _d.state == "sending")
+                    .where(self._in_ids, _d.state == "sending")
                     .values(state="pending", provider_batch_id=None, sent_at=None, updated_at=now)
                     .returning(_d.id)
                 )
-                moved += len(conn.execute(stmt).all())
+                moved += len(conn.execute(stmt, self._ids(chunk)).all())
             return moved
 
         return self._write("release a batch", work)

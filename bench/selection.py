@@ -7,8 +7,8 @@ place, choose prompts, store). The reference compares every pair of articles wit
 same similarity instead of using the index; it runs at the small sizes only, since its
 time grows with the square.
 
-    python bench/select.py                       # 1,000 / 2,000 / 5,000 / 10,000
-    python bench/select.py --sizes 1000 5000
+    python bench/selection.py                       # 1,000 / 2,000 / 5,000 / 10,000
+    python bench/selection.py --sizes 1000 5000
 """
 
 from __future__ import annotations
