@@ -92,7 +92,61 @@ def run_due(runner: Runner) -> list[Action]:
         for key in runner.store.schedules.keys_in([SENDING]):
             if runner.only in (None, key.split("/")[0]) and not runner.should_stop():
                 _continue(runner, key)
+        for key in runner.store.schedules.keys_in([SENT]):
+            if runner.only in (None, key.split("/")[0]) and not runner.should_stop():
+                _winner(runner, key)
     return runner.actions
+
+
+def _winner(runner: Runner, key: str) -> None:
+    """After an A/B test's wait, send the decided variant to the rest of the list, once.
+
+    Only for scheduled sends of a digest whose experiment tests a sample (test_share < 1).
+    The decision itself is taken once, by `experiments.winner.decide`, at the first call
+    after the wait; before that there is nothing to do yet.
+    """
+    from digest.experiments.winner import send_winner
+
+    edition = runner.store.editions.get(key)
+    due = runner.store.schedules.due_of(key)
+    if edition is None or due is None:
+        return
+    digest = runner.config.digest(edition.digest)
+    experiment = digest.experiment
+    if experiment is None or experiment.test_share >= 1:
+        return
+    done = runner.store.schedules.steps(digest.key, due - timedelta(seconds=1)).get(due, {})
+    if "winner" in done:
+        return
+    if runner.dry_run:
+        runner.report(key, "winner", "would send the decided variant to the rest, once due")
+        return
+    transport = runner.make_transport(edition)
+    try:
+        result = send_winner(
+            edition,
+            config=runner.config,
+            experiments=runner.store.experiments,
+            ledger=runner.store.deliveries,
+            transport=transport,
+            secret=runner.secret,
+            now=runner.now,
+            sleep=runner.sleep,
+        )
+    except UsageError:
+        return  # the test is still running: its decision is taken at the end of the wait
+    except DigestError as exc:
+        runner.errors += 1
+        runner.report(key, "error", str(exc))
+        return
+    finally:
+        transport.close()
+    occ = schedule.occurrence(runner.config, digest, due)
+    if result.summary.pending == 0 and _record(
+        runner, occ, "winner", "done", result.decision.variant
+    ):
+        detail = f"variant {result.decision.variant} ({result.decision.verdict}): "
+        runner.report(key, "winner", detail + result.summary.line())
 
 
 class Stop(Protocol):

@@ -197,3 +197,38 @@ def test_a_dry_run_prints_what_is_due_and_changes_nothing(sample: Config, store:
     ]
     assert store.editions.get(W48) is None
     assert store.schedules.checked_to("weekly") is None
+
+
+def test_run_due_sends_an_ab_tests_winner_to_the_rest_once_after_the_wait(
+    run: Run, sample: Config, store: Store, project: Path
+) -> None:
+    import yaml
+
+    from digest.config import load_config
+
+    path = project / "digest.yaml"
+    data = yaml.safe_load(path.read_text())
+    weekly = next(d for d in data["digests"] if d["key"] == "weekly")
+    weekly["experiment"] = {
+        "variants": [{"key": "A"}, {"key": "B", "subject": "Your week, in short"}],
+        "test_share": 0.5, "wait": "4h", "min_sample": 1,
+    }  # fmt: skip
+    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    ab = load_config(path)
+
+    def at(when: datetime) -> list[str]:
+        return [f"{a.step}: {a.detail}" for a in tick(ab, store, Clock(when), only="weekly")]
+
+    at(MONDAY - 6 * HOUR)
+    run("edition", "approve", "weekly", "--week", "2026-W48")
+    at(MONDAY - HOUR)
+    at(MONDAY)  # the test: about half the list, split between A and B
+    tested = store.deliveries.counts(W48)["sent"]
+    assert 0 < tested < 26
+    assert at(MONDAY + 2 * HOUR) == []  # still inside the wait: nothing decided, nothing sent
+    done = at(MONDAY + 5 * HOUR)
+    assert len(done) == 1 and done[0].startswith("winner: variant ")
+    rows = list(store.deliveries.rows(W48))
+    assert len(rows) == 26 and {r["state"] for r in rows} == {"sent"}
+    assert sum(r["variant"].endswith(":rest") for r in rows) == 26 - tested
+    assert at(MONDAY + 6 * HOUR) == [] and len(list(store.deliveries.rows(W48))) == 26
