@@ -77,6 +77,11 @@ class Runner:
     def report(self, edition: str, step: str, detail: str) -> None:
         self.actions.append(Action(self.now(), edition, step, detail))
 
+    def failed(self, edition: str, exc: DigestError) -> None:
+        """A step that failed: reported, counted (the command exits 1), the run goes on."""
+        self.errors += 1
+        self.report(edition, "error", str(exc))
+
 
 def run_due(runner: Runner) -> list[Action]:
     """Do every step that is due at `runner.now()` once; returns what was done.
@@ -136,8 +141,7 @@ def _winner(runner: Runner, key: str) -> None:
     except UsageError:
         return  # the test is still running: its decision is taken at the end of the wait
     except DigestError as exc:
-        runner.errors += 1
-        runner.report(key, "error", str(exc))
+        runner.failed(key, exc)
         return
     finally:
         transport.close()
@@ -198,8 +202,7 @@ def _due_steps(runner: Runner, digest: Digest) -> None:
         try:
             _occurrence(runner, digest, occ, steps)
         except DigestError as exc:
-            runner.errors += 1
-            runner.report(occ.edition_key, "error", str(exc))
+            runner.failed(occ.edition_key, exc)
     # The mark only bounds how far back the next run looks, so it moves in steps.
     if not runner.dry_run and (mark is None or now - mark >= MARK_STEP):
         store.set_checked_to(digest.key, now)
@@ -356,8 +359,7 @@ def _continue(runner: Runner, key: str) -> None:
                 at = moment.isoformat(timespec="minutes")
                 runner.report(key, "send", f"{summary.line()}, delivered by SendGrid at {at}")
     except DigestError as exc:
-        runner.errors += 1
-        runner.report(key, "error", str(exc))
+        runner.failed(key, exc)
         return
     finally:
         transport.close()

@@ -118,3 +118,19 @@ def _emls(config: Config) -> list[email.message.EmailMessage]:
         email.message_from_bytes(p.read_bytes(), policy=email.policy.default)  # type: ignore[misc]
         for p in sorted(folder.rglob("*.eml"))
     ]
+
+
+def sendgrid_config(
+    config: Config,
+    fake: FakeSendGrid,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    timeout: float = 5.0,
+    **delivery: Any,
+) -> Config:
+    """`config` sending through `fake` (its key in the environment), with a client timeout."""
+    monkeypatch.setenv("SENDGRID_API_KEY", fake.api_key)
+    sg = config.delivery.sendgrid.model_copy(update={"host": fake.url, "timeout": timeout})
+    return config.model_copy(
+        update={"delivery": config.delivery.model_copy(update={"sendgrid": sg, **delivery})}
+    )

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 from fake_sendgrid import SEND, FakeSendGrid, rate_limit_headers
-from sending import KEY, NOW, SECRET, _add, edition  # noqa: F401  (fixtures)
+from sending import KEY, NOW, SECRET, _add, edition, sendgrid_config  # noqa: F401  (fixtures)
 from sqlalchemy.exc import OperationalError
 
 from digest import send as sending
@@ -65,11 +65,7 @@ def fake(clock: Clock) -> Any:
 def _config(
     config: Config, fake: FakeSendGrid, monkeypatch: pytest.MonkeyPatch, **delivery: Any
 ) -> Config:
-    monkeypatch.setenv("SENDGRID_API_KEY", fake.api_key)
-    sg = config.delivery.sendgrid.model_copy(update={"host": fake.url, "timeout": 0.5})
-    return config.model_copy(
-        update={"delivery": config.delivery.model_copy(update={"sendgrid": sg, **delivery})}
-    )
+    return sendgrid_config(config, fake, monkeypatch, timeout=0.5, **delivery)
 
 
 def _send(

@@ -9,7 +9,20 @@ from typing import Any
 import pytest
 import yaml
 from fake_sendgrid import FakeSendGrid
-from sending import KEY, NOW, SECRET, Sleeps, _add, _claim, _emls, _outbox, _send, edition, sendgrid  # noqa: F401  (fixtures)
+from sending import (  # noqa: F401  (fixtures)
+    KEY,
+    NOW,
+    SECRET,
+    Sleeps,
+    _add,
+    _claim,
+    _emls,
+    _outbox,
+    _send,
+    edition,
+    sendgrid,
+    sendgrid_config,
+)
 
 from digest import send as sending
 from digest.compose import ContentCache, default_renderer
@@ -23,16 +36,6 @@ from digest.transports.base import Transport
 # -- through SendGrid (the fake server) ---------------------------------------
 
 
-def _sendgrid_config(
-    config: Config, fake: FakeSendGrid, monkeypatch: pytest.MonkeyPatch, **delivery: Any
-) -> Config:
-    monkeypatch.setenv("SENDGRID_API_KEY", fake.api_key)
-    sg = config.delivery.sendgrid.model_copy(update={"host": fake.url, "timeout": 5.0})
-    return config.model_copy(
-        update={"delivery": config.delivery.model_copy(update={"sendgrid": sg, **delivery})}
-    )
-
-
 def _sendgrid(config: Config) -> Transport:
     return make_transport("sendgrid", config, edition_key=KEY, now=lambda: NOW)
 
@@ -44,7 +47,7 @@ def test_a_rate_limit_is_waited_out_then_the_batch_is_sent(
     sendgrid: FakeSendGrid,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    cfg = _sendgrid_config(config, sendgrid, monkeypatch)
+    cfg = sendgrid_config(config, sendgrid, monkeypatch)
     subs = _add(store, 5)
     reset = int(NOW.timestamp()) + 12  # SendGrid says when the window resets, as epoch seconds
     sendgrid.fail_next(429, 1, headers={"X-RateLimit-Reset": str(reset)})
@@ -63,7 +66,7 @@ def test_server_errors_beyond_max_attempts_fail_the_batch_with_the_reason(
     sendgrid: FakeSendGrid,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    cfg = _sendgrid_config(config, sendgrid, monkeypatch)
+    cfg = sendgrid_config(config, sendgrid, monkeypatch)
     _add(store, 3)
     attempts = cfg.delivery.max_attempts
     sendgrid.fail_next(500, attempts)
@@ -83,7 +86,7 @@ def test_a_rejected_batch_fails_with_the_provider_message_and_the_run_goes_on(
     sendgrid: FakeSendGrid,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    cfg = _sendgrid_config(config, sendgrid, monkeypatch)
+    cfg = sendgrid_config(config, sendgrid, monkeypatch)
     _add(store, 12)
     sendgrid.fail_next(400, 1)
     summary = _send(cfg, store, edition, _sendgrid(cfg))
@@ -102,7 +105,7 @@ def test_retry_failed_sends_only_the_failed_rows(
     sendgrid: FakeSendGrid,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    cfg = _sendgrid_config(config, sendgrid, monkeypatch)
+    cfg = sendgrid_config(config, sendgrid, monkeypatch)
     subs = _add(store, 12)
     sendgrid.fail_next(400, 1)
     _send(cfg, store, edition, _sendgrid(cfg))
@@ -118,7 +121,7 @@ def test_strict_mode_gives_each_batch_its_own_provider_batch_and_a_send_time(
     sendgrid: FakeSendGrid,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    cfg = _sendgrid_config(config, sendgrid, monkeypatch)
+    cfg = sendgrid_config(config, sendgrid, monkeypatch)
     _add(store, 12)
     summary = _send(cfg, store, edition, _sendgrid(cfg), strict=True)
     bodies = [r for r in _mail_sends(sendgrid)]
@@ -137,7 +140,7 @@ def test_a_batch_left_in_doubt_is_cancelled_and_resent_in_strict_mode(
     sendgrid: FakeSendGrid,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    cfg = _sendgrid_config(config, sendgrid, monkeypatch)
+    cfg = sendgrid_config(config, sendgrid, monkeypatch)
     subs = _add(store, 4)
     transport = _sendgrid(cfg)
     # A crashed run: the batch was claimed and accepted, but its result never recorded.
@@ -186,7 +189,7 @@ def test_a_test_send_reaches_only_the_given_address_and_touches_no_row(
     sendgrid: FakeSendGrid,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    cfg = _sendgrid_config(config, sendgrid, monkeypatch)
+    cfg = sendgrid_config(config, sendgrid, monkeypatch)
     (ana,) = _add(store, 1, topics=("tech",))
     results = sending.test_send(
         edition, ana, ["editor@example.com"], config=cfg, transport=_sendgrid(cfg), secret=SECRET
