@@ -113,36 +113,39 @@ def _send_queue(edition_key: str) -> str:
 
 
 # -- the tasks -------------------------------------------------------------------------
-if procrastinate is not None:
-    blueprint = procrastinate.Blueprint()
-    _retry_busy = procrastinate.RetryStrategy(
+def _tasks() -> Any:
+    """The queue's tasks, on a fresh blueprint (one per App: an App takes its tasks over)."""
+    tasks = procrastinate.Blueprint()
+    retry_busy = procrastinate.RetryStrategy(
         max_attempts=LOCK_TRIES, wait=LOCK_WAIT, retry_exceptions={LockedError, Busy}
     )
 
-    @blueprint.task(name="send_batch", pass_context=True, retry=_retry_busy)
-    def _send_batch_task(context: JobContext, **batch: Any) -> int:
+    @tasks.task(name="send_batch", pass_context=True, retry=retry_busy)
+    def send_batch(context: JobContext, **batch: Any) -> int:
         return _worker(context).send_batch(Batch(**batch))
 
-    @blueprint.task(name="finish", pass_context=True, retry=_retry_busy)
-    def _finish_task(context: JobContext, **final: Any) -> str:
+    @tasks.task(name="finish", pass_context=True, retry=retry_busy)
+    def finish(context: JobContext, **final: Any) -> str:
         return _worker(context).finish(Batch(**final))
 
-    @blueprint.periodic(cron="* * * * *", periodic_id="run-due")
-    @blueprint.task(name="run_due", pass_context=True, queue="digest")
-    def _run_due_task(context: JobContext, timestamp: int) -> int:
+    @tasks.periodic(cron="* * * * *", periodic_id="run-due")
+    @tasks.task(name="run_due", pass_context=True, queue="digest")
+    def run_due(context: JobContext, timestamp: int) -> int:
         return _worker(context).run_due()
 
-    @blueprint.periodic(cron="* * * * *", periodic_id="recover")
-    @blueprint.task(name="recover", pass_context=True, queue="digest")
-    async def _recover_task(context: JobContext, timestamp: int) -> int:
+    @tasks.periodic(cron="* * * * *", periodic_id="recover")
+    @tasks.task(name="recover", pass_context=True, queue="digest")
+    async def recover(context: JobContext, timestamp: int) -> int:
         """Jobs of workers whose heartbeat stopped run again (a batch claims nothing twice;
         the final task reconciles what their worker left in `sending`)."""
-        services = context.additional_context["digest"]
         manager = context.app.job_manager
-        stalled = await manager.get_stalled_jobs(seconds_since_heartbeat=services.stalled_after)
+        after = _worker(context).stalled_after
+        stalled = list(await manager.get_stalled_jobs(seconds_since_heartbeat=after))
         for job in stalled:
             await manager.retry_job(job)
-        return len(list(stalled))
+        return len(stalled)
+
+    return tasks
 
 
 def _worker(context: Any) -> Worker:
@@ -190,7 +193,7 @@ class Queue:
         self.store = store
         url = conninfo(store.engine.url.render_as_string(hide_password=False))
         self.app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=url))
-        self.app.add_tasks_from(blueprint, namespace="digest")
+        self.app.add_tasks_from(_tasks(), namespace="digest")
 
     def install(self) -> None:
         """Create the queue's tables beside the store's, once (idempotent)."""
@@ -268,13 +271,14 @@ def send_queued(
     batches are deferred to `digest worker` processes; the final task marks it sent."""
     queue = Queue(store)  # refuses a SQLite store before anything else
     lifecycle.check_sendable(edition, config.digest(edition.digest))
-    queue.install()
-    note = "queued for the workers with digest send --workers"
-    lifecycle.move(store.schedules, edition, lifecycle.SENDING, note=note, now=now())
-    return queue.deliver(
-        edition, config=config, ledger=store.deliveries, transport=transport, secret=secret,
-        now=now, options=options,
-    )  # fmt: skip
+    with queue.app.open():
+        queue.install()
+        note = "queued for the workers with digest send --workers"
+        lifecycle.move(store.schedules, edition, lifecycle.SENDING, note=note, now=now())
+        return queue.deliver(
+            edition, config=config, ledger=store.deliveries, transport=transport,
+            secret=secret, now=now, options=options,
+        )  # fmt: skip
 
 
 def _args(batch: Batch) -> dict[str, Any]:
@@ -377,7 +381,8 @@ class Worker:
 
     def run(self, *, concurrency: int = 1, heartbeat: float = 10.0) -> None:
         """Run tasks until SIGTERM or Ctrl-C (a batch in flight is finished first)."""
-        self.queue.install()
+        with self.queue.app.open():
+            self.queue.install()
         self.queue.app.run_worker(
             concurrency=concurrency,
             additional_context={"digest": self},
