@@ -56,6 +56,7 @@ except ImportError:  # pragma: no cover - the postgres extra is not installed
 MAX_BATCH = 1000  # deliveries per task: SendGrid's limit of personalizations per request
 LOCK_WAIT = 1  # seconds before a task that met an exclusive holder of the lock runs again
 LOCK_TRIES = 3600  # so a task waits an hour at most for a send, a cancel or the final task
+INSTALL_TRIES = 120  # half-second waits for another process creating the queue's tables
 FINAL_PRIORITY = -1  # below every batch: it runs once no batch task is waiting
 Now = Callable[[], datetime]
 
@@ -74,8 +75,11 @@ class Queued:
     skipped: int = 0  # sent by earlier runs
     in_doubt: int = 0  # rows a crash left in doubt, reconciled before deferring
     stopped: bool = False  # (a run-due report reads it, as of an in-process send)
+    already: bool = False  # the workers were still sending it: nothing was queued
 
     def line(self) -> str:
+        if self.already:
+            return "already with the workers: nothing queued"
         text = f"queued {self.rows} deliveries in {self.batches} batches for the workers"
         if self.skipped:
             text += f", skipped {self.skipped}"
@@ -104,6 +108,10 @@ def conninfo(store_url: str) -> str:
             hint="store: postgresql+psycopg://user@host/db in digest.yaml",
         )
     return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _final_lock(edition_key: str) -> str:
+    return f"digest-finish:{edition_key}"
 
 
 def _send_queue(edition_key: str) -> str:
@@ -196,13 +204,20 @@ class Queue:
         self.app.add_tasks_from(_tasks(), namespace="digest")
 
     def install(self) -> None:
-        """Create the queue's tables beside the store's, once (idempotent)."""
+        """Create the queue's tables beside the store's, once; workers starting together
+        wait for the one that creates them."""
         engine = self.store.engine
-        with run_lock(engine, "queue-schema", what="installing the task queue"):
+        for _ in range(INSTALL_TRIES):
             with engine.connect() as conn:
-                found = conn.execute(text("SELECT to_regclass('procrastinate_jobs')")).scalar()
-            if found is None:
-                self.app.schema_manager.apply_schema()
+                if conn.execute(text("SELECT to_regclass('procrastinate_jobs')")).scalar():
+                    return
+            try:
+                with run_lock(engine, "queue-schema", what="installing the task queue"):
+                    self.app.schema_manager.apply_schema()
+                return
+            except LockedError:
+                time.sleep(0.5)
+        raise DigestError("the task queue's tables were not created (another process kept trying)")
 
     def defer(self, edition: Edition, batch: Batch, size: int) -> Queued:
         """One task per batch of pending rows due by `batch.due`, then the final task."""
@@ -218,7 +233,7 @@ class Queue:
         final = tasks["digest:finish"].configure(
             queue="digest",
             priority=FINAL_PRIORITY,
-            queueing_lock=f"finish:{edition.key}",  # one final task waits per edition
+            queueing_lock=_final_lock(edition.key),  # one final task waits per edition
         )
         with contextlib.suppress(procrastinate.exceptions.AlreadyEnqueued):
             final.defer(**_args(batch))
@@ -236,7 +251,10 @@ class Queue:
         options: sending.SendOptions,
         **_unused: Any,
     ) -> Queued:
-        """`send.send_edition`'s preparation, then the batches deferred instead of sent."""
+        """`send.send_edition`'s preparation, then the batches deferred instead of sent.
+        An edition whose final task is still waiting is left to the workers as it is."""
+        if self.working_on(edition.key):
+            return Queued(edition.key, 0, 0, already=True)
         sending.check_options(options, transport, now())
         lifecycle.check_sendable(edition, config.digest(edition.digest))
         with ledger.holding(edition):
@@ -255,6 +273,13 @@ class Queue:
         )
         queued = self.defer(edition, batch, options.batch_size)
         return replace(queued, skipped=skipped, in_doubt=run.in_doubt)
+
+
+    def working_on(self, edition_key: str) -> bool:
+        """Whether the workers still have the edition (its final task waits or runs)."""
+        lock = _final_lock(edition_key)
+        jobs = self.app.job_manager
+        return any(jobs.list_jobs(queueing_lock=lock, status=s) for s in ("todo", "doing"))
 
 
 def send_queued(
@@ -320,7 +345,7 @@ class Worker:
             edition = self._edition(batch)
             rows = edition and self.store.deliveries.pending_of(batch.edition, batch.ids)
             if edition is None or not rows:
-                return 0
+                return 0  # run before (a task handed out again), or cancelled
             transport = self._transport(batch.transport, edition)
             try:
                 run = sending.open_run(
@@ -387,6 +412,7 @@ class Worker:
             concurrency=concurrency,
             additional_context={"digest": self},
             update_heartbeat_interval=heartbeat,
+            fetch_job_polling_interval=LOCK_WAIT,  # a task retried after LOCK_WAIT: no notice
             stalled_worker_timeout=self.stalled_after,
             install_signal_handlers=True,
         )

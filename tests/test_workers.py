@@ -90,7 +90,7 @@ def _worker(project: Path, fake: FakeSendGrid) -> subprocess.Popen[bytes]:
         _digest(project, "worker", "--heartbeat", "0.5", "--stalled-after", "2"),
         env=_env(fake),
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=open(project / f"worker-{time.monotonic_ns()}.log", "wb"),  # noqa: SIM115
     )
 
 
@@ -180,6 +180,7 @@ def test_worker_killed_mid_batch_then_restarted_serves_each_subscriber_once(
     delivered = Counter(sendgrid.delivered())
     assert sorted(delivered) == sorted(eligible)  # nobody missing, nobody extra
     assert [a for a, n in delivered.items() if n > 1] == []  # nobody twice
+    print("ANSWERS", sendgrid.answers, sendgrid.batches, sendgrid.cancelled)
     assert sendgrid.cancelled  # the killed batch was withdrawn, then sent again
     counts = store.deliveries.counts(KEY)
     assert counts["sent"] == len(eligible) and counts["failed"] == counts["sending"] == 0

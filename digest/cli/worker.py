@@ -40,7 +40,7 @@ def worker_command(env: Env, concurrency: int, stalled_after: float, heartbeat: 
 
     if heartbeat >= stalled_after:
         raise click.BadParameter("must be shorter than --stalled-after", param_hint="--heartbeat")
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     worker = Worker(
         config=env.config, store=env.store, queue=Queue(env.store), secret=secret(),
         now=env.now, stalled_after=stalled_after,
