@@ -25,11 +25,12 @@ deferred the same way) and hand jobs of workers that stopped answering to others
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -323,6 +324,19 @@ class Worker:
     secret: str
     now: Now = lambda: datetime.now(UTC)
     stalled_after: float = 30.0
+    renderers: dict[str, compose.Renderer] = field(default_factory=dict)  # by fingerprint
+
+    def _renderer(self, edition: Edition, key: str) -> compose.Renderer:
+        """One renderer per edition for the process's life: each content renders once here,
+        not once per batch (the MJML compile and the Jinja render cost more than a batch's
+        ledger moves)."""
+        if key not in self.renderers:
+            if len(self.renderers) >= 4:  # a worker outlives many editions
+                self.renderers.clear()
+            self.renderers[key] = functools.lru_cache(maxsize=1024)(
+                compose.default_renderer(self.config, edition)
+            )
+        return self.renderers[key]
 
     def _transport(self, name: str, edition: Edition) -> Transport:
         return make_transport(name, self.config, edition_key=edition.key, now=self.now)
@@ -352,6 +366,7 @@ class Worker:
                     edition, config=self.config, ledger=self.store.deliveries,
                     transport=transport, secret=self.secret, now=self.now,
                     options=batch.options(len(rows)),
+                    render=self._renderer(edition, batch.fingerprint),
                 )  # fmt: skip
                 recipients = compose.recipients(rows, links=run.links, edition_key=edition.key)
                 content = run.cache.get(batch.content_key)
