@@ -275,7 +275,6 @@ class Queue:
         queued = self.defer(edition, batch, options.batch_size)
         return replace(queued, skipped=skipped, in_doubt=run.in_doubt)
 
-
     def working_on(self, edition_key: str) -> bool:
         """Whether the workers still have the edition (its final task waits or runs)."""
         lock = _final_lock(edition_key)
