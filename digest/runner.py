@@ -40,6 +40,18 @@ MISSED = "missed: its local send time passed more than schedule.grace ago"
 MakeTransport = Callable[[Edition], Transport]
 
 
+class Delivered(Protocol):
+    """What a run reports of a send (send.SendSummary, or workers.Queued when deferred)."""
+
+    @property
+    def stopped(self) -> bool: ...
+    def line(self) -> str: ...
+
+
+# send.send_edition's keywords; workers.Queue.deliver defers the batches to workers instead
+Deliver = Callable[..., Delivered]
+
+
 @dataclass(frozen=True)
 class Action:
     """One thing a run did (or, in a dry run, would do)."""
@@ -71,6 +83,7 @@ class Runner:
     only: str | None = None  # one digest's key: the others are left alone
     should_stop: Callable[[], bool] = lambda: False
     sleep: Callable[[float], None] = time.sleep
+    deliver: Deliver = send_edition
     actions: list[Action] = field(default_factory=list)
     errors: int = 0
 
@@ -458,7 +471,7 @@ def _send(
     *,
     due: datetime | None,
     send_at: datetime | None = None,
-) -> SendSummary:
+) -> Delivered:
     states = runner.store.schedules
 
     def stop() -> bool:
@@ -471,7 +484,7 @@ def _send(
         moments=occ.moment if occ is not None and occ.local_time else None,
         should_stop=stop,
     )
-    return send_edition(
+    return runner.deliver(
         edition,
         config=runner.config,
         ledger=runner.store.deliveries,

@@ -231,36 +231,15 @@ def send_edition(
     """
     started = clock()
     options = options or SendOptions(batch_size=config.delivery.batch_size)
-    _check(options, transport, now())
+    check_options(options, transport, now())
     check_sendable(edition, config.digest(edition.digest))
     with ledger.holding(edition):
-        run = _Run(
-            edition=edition,
-            config=config,
-            ledger=ledger,
-            transport=transport,
-            links=LinkSigner(config.site.base_url, secret),
-            now=now,
-            options=options,
-            sleep=sleep,
-            rng=rng or random.Random(),
-            cache=ContentCache(render or compose.default_renderer(config, edition)),
-            policy=RetryPolicy(config.delivery.max_attempts, config.delivery.max_retry_seconds),
-        )
+        run = open_run(
+            edition, config=config, ledger=ledger, transport=transport, secret=secret,
+            now=now, options=options, render=render, sleep=sleep, rng=rng,
+        )  # fmt: skip
         key = edition.key
-        _render_all(run, variants_of(config, edition))
-        if options.include_new or not ledger.audience_fixed(key):
-            first = config.digests[0].key == edition.digest
-            planner = assign or edition_assigner(config, edition)
-            ledger.plan(key, planner, now=now(), digest=(edition.digest, first))
-            ledger.fix_audience(key, now=now())
-        if options.moments is not None:
-            ledger.stamp_send_after(key, options.moments, now=now())
-        run.in_doubt += _reconcile(run)
-        if options.retry_failed:
-            ledger.retry_failed(key, now=now())
-        skipped = ledger.counts(key)["sent"]
-        ledger.suppress_inactive(key, now=now())
+        skipped = prepare(run, assign)
         _send_pending(run, progress, ledger.counts(key)["pending"])
         counts = ledger.counts(key)
         failures = sorted(ledger.failures(key).items(), key=lambda kv: (-kv[1], kv[0]))
@@ -281,6 +260,57 @@ def send_edition(
     )
 
 
+def open_run(
+    edition: Edition,
+    *,
+    config: Config,
+    ledger: Ledger,
+    transport: Transport,
+    secret: str,
+    now: Callable[[], datetime],
+    options: SendOptions,
+    render: Renderer | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    rng: Uniform | None = None,
+) -> _Run:
+    """The state of one send (or of one worker's batch: digest.workers), before any write."""
+    return _Run(
+        edition=edition,
+        config=config,
+        ledger=ledger,
+        transport=transport,
+        links=LinkSigner(config.site.base_url, secret),
+        now=now,
+        options=options,
+        sleep=sleep,
+        rng=rng or random.Random(),
+        cache=ContentCache(render or compose.default_renderer(config, edition)),
+        policy=RetryPolicy(config.delivery.max_attempts, config.delivery.max_retry_seconds),
+    )
+
+
+def prepare(run: _Run, assign: Assign | None = None) -> int:
+    """Everything before the first batch, under the edition's lock: render every content,
+    plan the audience (once), reconcile what a crash left in `sending`, requeue failed rows
+    if asked, suppress rows of subscribers who left. Returns the rows sent before."""
+    ledger, edition, options, now = run.ledger, run.edition, run.options, run.now
+    key = edition.key
+    _render_all(run, variants_of(run.config, edition))
+    if options.include_new or not ledger.audience_fixed(key):
+        first = run.config.digests[0].key == edition.digest
+        planner = assign or edition_assigner(run.config, edition)
+        ledger.plan(key, planner, now=now(), digest=(edition.digest, first))
+        ledger.fix_audience(key, now=now())
+    if options.moments is not None:
+        ledger.stamp_send_after(key, options.moments, now=now())
+    run.in_doubt += _reconcile(run)
+    if options.retry_failed:
+        ledger.retry_failed(key, now=now())
+    skipped = ledger.counts(key)["sent"]
+    ledger.suppress_inactive(key, now=now())
+    return skipped
+
+
 def _render_all(run: _Run, variants: Sequence[str]) -> None:
     """Render every content the audience and the ledger may need (each topic mix of the
     audience in each variant), before anything is written."""
@@ -292,7 +322,8 @@ def _render_all(run: _Run, variants: Sequence[str]) -> None:
         run.cache.get(key)
 
 
-def _check(options: SendOptions, transport: Transport, now: datetime) -> None:
+def check_options(options: SendOptions, transport: Transport, now: datetime) -> None:
+    """Refuse options no send could honour, before anything is written."""
     if options.batch_size < 1 or options.batch_size > 1000:
         raise UsageError(f"batch size {options.batch_size}: use 1 to 1000")
     scheduled = options.strict or options.send_at is not None
@@ -369,6 +400,14 @@ def _drain(run: _Run, calls: deque[tuple[OutgoingEmail, Future[list[SendResult]]
             _settle(run, email, future.result())
         except Exception:  # noqa: BLE001 - the first error is the one reported
             continue
+
+
+def send_batch(run: _Run, email: OutgoingEmail) -> None:
+    """Claim, send and settle one composed batch on its own (a worker's unit: digest.workers);
+    rows no longer pending are left out, so a batch handed out twice is sent once."""
+    claimed = _claim(run, email)
+    if claimed is not None:
+        _settle(run, claimed, call_transport(run.transport, claimed))
 
 
 def _composed(run: _Run) -> Iterator[OutgoingEmail]:

@@ -135,6 +135,7 @@ def _register() -> None:
         send,
         serve,
         subscribers,
+        worker,
     )
 
     for module in (
@@ -153,6 +154,7 @@ def _register() -> None:
         subscribers,
         events,
         serve,
+        worker,
         archive,
     ):
         for command in module.COMMANDS:

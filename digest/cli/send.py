@@ -100,6 +100,9 @@ def _progress() -> Iterator[sending.Progress | None]:
 @click.option(
     "--include-new", is_flag=True, help="Also send to subscribers who joined after sending began."
 )
+@click.option(
+    "--workers", is_flag=True, help="PostgreSQL: defer the batches to `digest worker` processes."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @pass_env
 def send_command(
@@ -115,6 +118,7 @@ def send_command(
     as_email: str | None,
     no_preflight: bool,
     include_new: bool,
+    workers: bool,
     as_json: bool,
 ) -> None:
     """Deliver an approved edition, exactly once per subscriber; safe to run again to resume.
@@ -127,6 +131,9 @@ def send_command(
     Example:
       digest send weekly --week 2026-W05 --transport sendgrid --strict
       digest send weekly --week 2026-W05 --to me@example.com --as ana.lima@example.com
+      digest send weekly --week 2026-W05 --workers   # then `digest worker` on each machine
+    With --workers (PostgreSQL store) it prepares the edition, queues one task per batch and
+    returns; the workers send, and the edition becomes sent once every row is settled.
     Exit code 3 when any delivery failed (see the summary lines for the reasons); 4 when
     the provider refused the account (401/403) or delivery.max_failed_batches batches in a
     row failed: the run stopped at once and undelivered rows stay pending.
@@ -148,6 +155,17 @@ def send_command(
         )
         from digest.cli.preflight import preflight_before_send
 
+        if workers:
+            from digest.workers import Queue, send_queued
+
+            Queue(env.store)  # refuses a SQLite store before the preflight checks
+            preflight_before_send(env, edition, skip=no_preflight)
+            queued = send_queued(
+                edition, config=config, store=env.store, transport=out, secret=secret(),
+                now=env.now, options=options,
+            )  # fmt: skip
+            click.echo(json.dumps(queued.to_dict(), indent=2) if as_json else queued.line())
+            return
         preflight_before_send(env, edition, skip=no_preflight)
         with _progress() as progress:
             summary = runner.send_now(

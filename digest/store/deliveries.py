@@ -295,6 +295,56 @@ class DeliveryStore:
         with self.engine.connect() as conn:
             return [LedgerRow(*r) for r in conn.execute(query).all()]
 
+    def batches(
+        self, edition_key: str, size: int, *, due: datetime | None = None
+    ) -> Iterator[tuple[str, list[int]]]:
+        """The pending rows (due by `due`) as (content key, up to `size` ids), ids only:
+        what a worker's batch task carries (digest.workers)."""
+        for content_key in self.content_keys(edition_key, due=due):
+            after = 0
+            while True:
+                query = (
+                    select(_d.id)
+                    .where(
+                        _d.edition_key == edition_key,
+                        _d.state == "pending",
+                        _d.content_key == content_key,
+                        _d.id > after,
+                        *_due(due),
+                    )
+                    .order_by(_d.id)
+                    .limit(size)
+                )
+                with self.engine.connect() as conn:
+                    ids = list(conn.execute(query).scalars())
+                if ids:
+                    yield content_key, ids
+                if len(ids) < size:
+                    break
+                after = ids[-1]
+
+    def pending_of(self, edition_key: str, ids: Sequence[int]) -> list[LedgerRow]:
+        """The rows `ids` of the edition that are still pending, by id (a worker's batch)."""
+        s = subscribers.c
+        found: list[LedgerRow] = []
+        for chunk in _chunks(sorted(ids)):
+            query = (
+                select(
+                    _d.id,
+                    _d.subscriber_id,
+                    _d.email,
+                    func.coalesce(s.name, ""),
+                    _d.variant,
+                    _d.content_key,
+                )  # fmt: skip
+                .select_from(deliveries.outerjoin(subscribers, s.id == _d.subscriber_id))
+                .where(_d.id.in_(chunk), _d.edition_key == edition_key, _d.state == "pending")
+                .order_by(_d.id)
+            )
+            with self.engine.connect() as conn:
+                found.extend(LedgerRow(*r) for r in conn.execute(query))
+        return found
+
     def claim(
         self,
         edition_key: str,

@@ -2,7 +2,8 @@
 
 A lock the operating system or the database releases on death, not a row a crashed run
 would leave behind: `flock` on a file beside a SQLite database, a session-level advisory
-lock on PostgreSQL. A second run fails at once instead of waiting.
+lock on PostgreSQL. A second run fails at once instead of waiting. Shared holders (the
+workers sending batches of one edition side by side) exclude only an exclusive holder.
 """
 
 from __future__ import annotations
@@ -25,21 +26,26 @@ class LockedError(DigestError):
 
 
 @contextmanager
-def run_lock(engine: Engine, name: str, *, what: str) -> Iterator[None]:
-    """Hold the lock `name` for the block; LockedError naming `what` if another run has it."""
+def run_lock(engine: Engine, name: str, *, what: str, shared: bool = False) -> Iterator[None]:
+    """Hold the lock `name` for the block; LockedError naming `what` if another run has it
+    (any holder when exclusive; an exclusive holder when `shared`)."""
     if engine.dialect.name == "sqlite":
-        with _file_lock(_lock_path(engine, name), what):
+        with _file_lock(_lock_path(engine, name), what, shared):
             yield
     elif engine.dialect.name == "postgresql":
-        with _advisory_lock(engine, name, what):
+        with _advisory_lock(engine, name, what, shared):
             yield
     else:  # pragma: no cover - only SQLite and PostgreSQL are supported stores
         yield
 
 
-def edition_lock(engine: Engine, edition_key: str) -> AbstractContextManager[None]:
-    """The lock a send and every change of the edition's content share."""
-    return run_lock(engine, f"edition-{edition_key}", what=f"a send or a change of {edition_key}")
+def edition_lock(
+    engine: Engine, edition_key: str, *, shared: bool = False
+) -> AbstractContextManager[None]:
+    """The lock a send and every change of the edition's content share; workers sending
+    its batches hold it shared."""
+    what = f"a send or a change of {edition_key}"
+    return run_lock(engine, f"edition-{edition_key}", what=what, shared=shared)
 
 
 def _locked(what: str) -> LockedError:
@@ -57,14 +63,14 @@ def _lock_path(engine: Engine, name: str) -> Path | None:
 
 
 @contextmanager
-def _file_lock(path: Path | None, what: str) -> Iterator[None]:
+def _file_lock(path: Path | None, what: str, shared: bool) -> Iterator[None]:
     if path is None:  # an in-memory database belongs to one process anyway
         yield
         return
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             raise _locked(what) from None
         yield
@@ -73,12 +79,14 @@ def _file_lock(path: Path | None, what: str) -> Iterator[None]:
 
 
 @contextmanager
-def _advisory_lock(engine: Engine, name: str, what: str) -> Iterator[None]:
+def _advisory_lock(engine: Engine, name: str, what: str, shared: bool) -> Iterator[None]:
     key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+    mode = "_shared" if shared else ""
     with engine.connect() as conn:
-        if not conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
+        taken = conn.execute(text(f"SELECT pg_try_advisory_lock{mode}(:k)"), {"k": key})
+        if not taken.scalar():
             raise _locked(what)
         try:
             yield
         finally:
-            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+            conn.execute(text(f"SELECT pg_advisory_unlock{mode}(:k)"), {"k": key})

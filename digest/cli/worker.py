@@ -1,0 +1,52 @@
+"""`digest worker`: run the task queue's tasks (batches of editions sent with --workers)."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from digest.cli import Env, pass_env
+from digest.config import secret
+
+
+@click.command("worker")
+@click.option(
+    "--concurrency", type=click.IntRange(1, 64), default=1, show_default=True,
+    help="Tasks run at once in this process (threads).",
+)  # fmt: skip
+@click.option(
+    "--stalled-after", type=click.FloatRange(1, 3600), default=30.0, show_default=True,
+    metavar="SECONDS", help="A worker silent this long is presumed dead; its tasks run again.",
+)  # fmt: skip
+@click.option(
+    "--heartbeat", type=click.FloatRange(0.1, 600), default=10.0, show_default=True,
+    metavar="SECONDS", help="How often this worker tells the others it is alive.",
+)  # fmt: skip
+@pass_env
+def worker_command(env: Env, concurrency: int, stalled_after: float, heartbeat: float) -> None:
+    """Send batches queued by `digest send --workers`, and run `digest run-due` every
+    minute, until SIGTERM or Ctrl-C (the batch in flight is finished first).
+
+    Needs a PostgreSQL store; start one or more on any machine that reaches it, each with
+    the same digest.yaml and secrets. Its first start creates the queue's tables.
+
+    \b
+    Example:
+      digest worker
+      systemd: ExecStart=/srv/digest/.venv/bin/digest worker (Restart=on-failure)
+    """
+    from digest.workers import Queue, Worker
+
+    if heartbeat >= stalled_after:
+        raise click.BadParameter("must be shorter than --stalled-after", param_hint="--heartbeat")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    worker = Worker(
+        config=env.config, store=env.store, queue=Queue(env.store), secret=secret(),
+        now=env.now, stalled_after=stalled_after,
+    )  # fmt: skip
+    worker.run(concurrency=concurrency, heartbeat=heartbeat)
+    click.echo("worker stopped", err=True)
+
+
+COMMANDS: list[click.Command] = [worker_command]

@@ -1,0 +1,442 @@
+"""Workers sharing the sending of editions through a PostgreSQL task queue (procrastinate).
+
+`digest send --workers` prepares an edition exactly as an in-process send does
+(`send.prepare`, under the edition's lock: render every content, plan the audience once,
+reconcile what a crash left in `sending`, suppress rows of subscribers who left), then
+defers one task per batch of at most 1,000 pending rows with identical content (content
+key and row ids), and one final task at a lower priority.
+
+`digest worker` processes, any number on any machine that reaches the database, run those
+tasks. A batch task holds the edition's lock *shared*, so workers send side by side while a
+send, an edit, a cancel or the final task (each exclusive) waits for the batches in flight.
+It reads its rows still pending, composes them and goes through `send.send_batch`: the
+ledger claim (which only takes rows still pending, so a task run twice sends nothing
+twice), the provider call, and the same settling rules as an in-process send.
+
+A worker killed mid-batch leaves its rows in `sending`, and the database releases its lock.
+The final task runs once no batch task is waiting, takes the lock exclusive (so only when
+no batch is in flight) and runs `send.prepare` again, which reconciles those rows: in
+strict mode their provider batch is cancelled and the rows are deferred again; otherwise
+they become failed, in doubt, as after a crashed in-process send. Once nothing is left, the
+edition moves to sent. Periodic tasks run `digest run-due` every minute (its sends are
+deferred the same way) and hand jobs of workers that stopped answering to others.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from digest import compose, lifecycle, runner
+from digest import send as sending
+from digest.config import Config
+from digest.editions import Edition
+from digest.errors import DigestError, UsageError
+from digest.store import Store
+from digest.store.deliveries import DeliveryStore
+from digest.store.locks import LockedError, edition_lock, run_lock
+from digest.transports import make_transport
+from digest.transports.base import Transport
+
+try:
+    import procrastinate
+    from procrastinate.job_context import JobContext
+except ImportError:  # pragma: no cover - the postgres extra is not installed
+    procrastinate = None  # type: ignore[assignment]
+
+MAX_BATCH = 1000  # deliveries per task: SendGrid's limit of personalizations per request
+LOCK_WAIT = 1  # seconds before a task that met an exclusive holder of the lock runs again
+LOCK_TRIES = 3600  # so a task waits an hour at most for a send, a cancel or the final task
+INSTALL_TRIES = 120  # half-second waits for another process creating the queue's tables
+FINAL_PRIORITY = -1  # below every batch: it runs once no batch task is waiting
+Now = Callable[[], datetime]
+
+
+class Busy(DigestError):
+    """The final task found batch tasks of its edition still waiting to run."""
+
+
+@dataclass(frozen=True)
+class Queued:
+    """What `digest send --workers` deferred."""
+
+    edition: str
+    batches: int
+    rows: int
+    skipped: int = 0  # sent by earlier runs
+    in_doubt: int = 0  # rows a crash left in doubt, reconciled before deferring
+    stopped: bool = False  # (a run-due report reads it, as of an in-process send)
+    already: bool = False  # the workers were still sending it: nothing was queued
+
+    def line(self) -> str:
+        if self.already:
+            return "already with the workers: nothing queued"
+        text = f"queued {self.rows} deliveries in {self.batches} batches for the workers"
+        if self.skipped:
+            text += f", skipped {self.skipped}"
+        if self.in_doubt:
+            text += f" (in doubt {self.in_doubt})"
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def fingerprint(edition: Edition) -> str:
+    """A digest of the edition's content (status aside): a task refuses any other edition."""
+    data = edition.to_dict()
+    data.pop("status")
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def conninfo(store_url: str) -> str:
+    """The libpq URL of a PostgreSQL store (its options, e.g. a search_path, kept)."""
+    url = make_url(store_url)
+    if url.get_backend_name() != "postgresql":
+        raise UsageError(
+            f"workers need a PostgreSQL store, not {url.get_backend_name()}: with SQLite, "
+            "digest send sends in-process (drop --workers)",
+            hint="store: postgresql+psycopg://user@host/db in digest.yaml",
+        )
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _final_lock(edition_key: str) -> str:
+    return f"digest-finish:{edition_key}"
+
+
+def _send_queue(edition_key: str) -> str:
+    """Each edition's batch tasks have a queue of their own, so the final task can ask
+    whether any is still waiting; workers serve every queue."""
+    return f"digest-send:{edition_key}"
+
+
+# -- the tasks -------------------------------------------------------------------------
+def _tasks() -> Any:
+    """The queue's tasks, on a fresh blueprint (one per App: an App takes its tasks over)."""
+    tasks = procrastinate.Blueprint()
+    retry_busy = procrastinate.RetryStrategy(
+        max_attempts=LOCK_TRIES, wait=LOCK_WAIT, retry_exceptions={LockedError, Busy}
+    )
+
+    @tasks.task(name="send_batch", pass_context=True, retry=retry_busy)
+    def send_batch(context: JobContext, **batch: Any) -> int:
+        return _worker(context).send_batch(Batch(**batch))
+
+    @tasks.task(name="finish", pass_context=True, retry=retry_busy)
+    def finish(context: JobContext, **final: Any) -> str:
+        return _worker(context).finish(Batch(**final))
+
+    @tasks.periodic(cron="* * * * *", periodic_id="run-due")
+    @tasks.task(name="run_due", pass_context=True, queue="digest")
+    def run_due(context: JobContext, timestamp: int) -> int:
+        return _worker(context).run_due()
+
+    @tasks.periodic(cron="* * * * *", periodic_id="recover")
+    @tasks.task(name="recover", pass_context=True, queue="digest")
+    async def recover(context: JobContext, timestamp: int) -> int:
+        """Jobs of workers whose heartbeat stopped run again (a batch claims nothing twice;
+        the final task reconciles what their worker left in `sending`)."""
+        manager = context.app.job_manager
+        after = _worker(context).stalled_after
+        stalled = list(await manager.get_stalled_jobs(seconds_since_heartbeat=after))
+        for job in stalled:
+            await manager.retry_job(job)
+        return len(stalled)
+
+    return tasks
+
+
+def _worker(context: Any) -> Worker:
+    worker: Worker = context.additional_context["digest"]
+    return worker
+
+
+@dataclass(frozen=True)
+class Batch:
+    """The arguments of a batch task (and, without `ids`, of the final task)."""
+
+    edition: str
+    fingerprint: str
+    transport: str
+    strict: bool = False
+    send_at: str | None = None  # ISO time (SendGrid scheduled send)
+    due: str | None = None  # ISO time (local-time delivery: rows due by then)
+    content_key: str = ""
+    ids: tuple[int, ...] = ()
+
+    def options(self, size: int = MAX_BATCH) -> sending.SendOptions:
+        return sending.SendOptions(
+            batch_size=max(1, min(size, MAX_BATCH)),
+            strict=self.strict,
+            send_at=_when(self.send_at),
+            due=_when(self.due),
+        )
+
+
+def _when(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+# -- deferring -------------------------------------------------------------------------
+class Queue:
+    """The task queue in the store's PostgreSQL database."""
+
+    def __init__(self, store: Store) -> None:
+        if procrastinate is None:
+            raise DigestError("workers need procrastinate", hint="pip install 'digest[postgres]'")
+        self.store = store
+        url = conninfo(store.engine.url.render_as_string(hide_password=False))
+        self.app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=url))
+        self.app.add_tasks_from(_tasks(), namespace="digest")
+
+    def install(self) -> None:
+        """Create the queue's tables beside the store's, once; workers starting together
+        wait for the one that creates them."""
+        engine = self.store.engine
+        for _ in range(INSTALL_TRIES):
+            with engine.connect() as conn:
+                if conn.execute(text("SELECT to_regclass('procrastinate_jobs')")).scalar():
+                    return
+            try:
+                with run_lock(engine, "queue-schema", what="installing the task queue"):
+                    self.app.schema_manager.apply_schema()
+                return
+            except LockedError:
+                time.sleep(0.5)
+        raise DigestError("the task queue's tables were not created (another process kept trying)")
+
+    def defer(self, edition: Edition, batch: Batch, size: int) -> Queued:
+        """One task per batch of pending rows due by `batch.due`, then the final task."""
+        ledger = self.store.deliveries
+        tasks = self.app.tasks
+        jobs = [
+            _args(replace(batch, content_key=key, ids=tuple(ids)))
+            for key, ids in ledger.batches(edition.key, size, due=_when(batch.due))
+        ]
+        sender = tasks["digest:send_batch"].configure(queue=_send_queue(edition.key))
+        for start in range(0, len(jobs), 500):
+            sender.batch_defer(*jobs[start : start + 500])
+        final = tasks["digest:finish"].configure(
+            queue="digest",
+            priority=FINAL_PRIORITY,
+            queueing_lock=_final_lock(edition.key),  # one final task waits per edition
+        )
+        with contextlib.suppress(procrastinate.exceptions.AlreadyEnqueued):
+            final.defer(**_args(batch))
+        return Queued(edition.key, len(jobs), sum(len(j["ids"]) for j in jobs))
+
+    def deliver(
+        self,
+        edition: Edition,
+        *,
+        config: Config,
+        ledger: DeliveryStore,
+        transport: Transport,
+        secret: str,
+        now: Now,
+        options: sending.SendOptions,
+        **_unused: Any,
+    ) -> Queued:
+        """`send.send_edition`'s preparation, then the batches deferred instead of sent.
+        An edition whose final task is still waiting is left to the workers as it is."""
+        if self.working_on(edition.key):
+            return Queued(edition.key, 0, 0, already=True)
+        sending.check_options(options, transport, now())
+        lifecycle.check_sendable(edition, config.digest(edition.digest))
+        with ledger.holding(edition):
+            run = sending.open_run(
+                edition, config=config, ledger=ledger, transport=transport, secret=secret,
+                now=now, options=options,
+            )  # fmt: skip
+            skipped = sending.prepare(run)
+        batch = Batch(
+            edition=edition.key,
+            fingerprint=fingerprint(edition),
+            transport=transport.name,
+            strict=options.strict,
+            send_at=_iso(options.send_at),
+            due=_iso(options.due),
+        )
+        queued = self.defer(edition, batch, options.batch_size)
+        return replace(queued, skipped=skipped, in_doubt=run.in_doubt)
+
+    def working_on(self, edition_key: str) -> bool:
+        """Whether the workers still have the edition (its final task waits or runs)."""
+        lock = _final_lock(edition_key)
+        jobs = self.app.job_manager
+        return any(jobs.list_jobs(queueing_lock=lock, status=s) for s in ("todo", "doing"))
+
+
+def send_queued(
+    edition: Edition,
+    *,
+    config: Config,
+    store: Store,
+    transport: Transport,
+    secret: str,
+    now: Now,
+    options: sending.SendOptions,
+) -> Queued:
+    """`digest send --workers`: as `runner.send_now`, the edition moves to sending, but its
+    batches are deferred to `digest worker` processes; the final task marks it sent."""
+    queue = Queue(store)  # refuses a SQLite store before anything else
+    lifecycle.check_sendable(edition, config.digest(edition.digest))
+    with queue.app.open():
+        queue.install()
+        note = "queued for the workers with digest send --workers"
+        lifecycle.move(store.schedules, edition, lifecycle.SENDING, note=note, now=now())
+        return queue.deliver(
+            edition, config=config, ledger=store.deliveries, transport=transport,
+            secret=secret, now=now, options=options,
+        )  # fmt: skip
+
+
+def _args(batch: Batch) -> dict[str, Any]:
+    out = {k: getattr(batch, k) for k in batch.__dataclass_fields__}
+    out["ids"] = list(batch.ids)
+    return out
+
+
+# -- running ---------------------------------------------------------------------------
+@dataclass
+class Worker:
+    """What a worker process's tasks share (passed to them as procrastinate context)."""
+
+    config: Config
+    store: Store
+    queue: Queue
+    secret: str
+    now: Now = lambda: datetime.now(UTC)
+    stalled_after: float = 30.0
+    renderers: dict[str, compose.Renderer] = field(default_factory=dict)  # by fingerprint
+
+    def _renderer(self, edition: Edition, key: str) -> compose.Renderer:
+        """One renderer per edition for the process's life: each content renders once here,
+        not once per batch (the MJML compile and the Jinja render cost more than a batch's
+        ledger moves)."""
+        if key not in self.renderers:
+            if len(self.renderers) >= 4:  # a worker outlives many editions
+                self.renderers.clear()
+            self.renderers[key] = functools.lru_cache(maxsize=1024)(
+                compose.default_renderer(self.config, edition)
+            )
+        return self.renderers[key]
+
+    def _transport(self, name: str, edition: Edition) -> Transport:
+        return make_transport(name, self.config, edition_key=edition.key, now=self.now)
+
+    def _edition(self, batch: Batch) -> Edition | None:
+        """The batch's edition as the store has it; None when it was cancelled meanwhile."""
+        edition = self.store.editions.get(batch.edition)
+        if edition is None or fingerprint(edition) != batch.fingerprint:
+            raise UsageError(
+                f"edition {batch.edition} changed or was removed since its send was queued",
+                hint="run digest send --workers again: it reads the edition as it is now",
+            )
+        if self.store.schedules.state(edition.key) == lifecycle.CANCELLED:
+            return None
+        return edition
+
+    def send_batch(self, batch: Batch) -> int:
+        """Send the batch's rows still pending; returns how many were sent."""
+        with edition_lock(self.store.engine, batch.edition, shared=True):
+            edition = self._edition(batch)
+            rows = edition and self.store.deliveries.pending_of(batch.edition, batch.ids)
+            if edition is None or not rows:
+                return 0  # run before (a task handed out again), or cancelled
+            transport = self._transport(batch.transport, edition)
+            try:
+                run = sending.open_run(
+                    edition, config=self.config, ledger=self.store.deliveries,
+                    transport=transport, secret=self.secret, now=self.now,
+                    options=batch.options(len(rows)),
+                    render=self._renderer(edition, batch.fingerprint),
+                )  # fmt: skip
+                recipients = compose.recipients(rows, links=run.links, edition_key=edition.key)
+                content = run.cache.get(batch.content_key)
+                email = compose.compose(content, recipients, config=self.config, edition=edition)
+                sending.send_batch(run, email)
+            finally:
+                transport.close()
+        return run.sent
+
+    def finish(self, batch: Batch) -> str:
+        """Reconcile what killed workers left in `sending`, defer what that put back to
+        pending, and mark the edition sent once nothing is left."""
+        edition = self._edition(batch)
+        if edition is None:
+            return "cancelled"
+        waiting = self.queue.app.job_manager.list_jobs(
+            queue=_send_queue(edition.key), status="todo"
+        )
+        if waiting:
+            raise Busy(f"{len(waiting)} batch tasks of {edition.key} still waiting")
+        transport = self._transport(batch.transport, edition)
+        try:
+            with self.store.deliveries.holding(edition):
+                run = sending.open_run(
+                    edition, config=self.config, ledger=self.store.deliveries,
+                    transport=transport, secret=self.secret, now=self.now,
+                    options=batch.options(),
+                )  # fmt: skip
+                sending.prepare(run)
+        finally:
+            transport.close()
+        if run.withdrawn:
+            queued = self.queue.defer(edition, batch, MAX_BATCH)
+            return f"{run.withdrawn} batches cancelled and deferred again ({queued.rows} rows)"
+        done = runner.finish(self.store, edition, now=self.now())
+        return "sent" if done else "rows left pending: run digest send --workers again"
+
+    def run_due(self) -> int:
+        """`digest run-due`, its sends deferred to the workers; returns the actions taken."""
+
+        def transport(edition: Edition) -> Transport:
+            return self._transport(self.config.delivery.transport, edition)
+
+        run = runner.Runner(
+            config=self.config, store=self.store, make_transport=transport,
+            secret=self.secret, now=self.now, deliver=self.queue.deliver,
+        )  # fmt: skip
+        try:
+            return len(runner.run_due(run))
+        except LockedError:
+            return 0
+
+    def run(self, *, concurrency: int = 1, heartbeat: float = 10.0) -> None:
+        """Run tasks until SIGTERM or Ctrl-C (a batch in flight is finished first)."""
+        with self.queue.app.open():
+            self.queue.install()
+        self.queue.app.run_worker(
+            concurrency=concurrency,
+            additional_context={"digest": self},
+            update_heartbeat_interval=heartbeat,
+            fetch_job_polling_interval=LOCK_WAIT,  # a task retried after LOCK_WAIT: no notice
+            stalled_worker_timeout=self.stalled_after,
+            install_signal_handlers=True,
+        )
+
+
+def wait_until_sent(store: Store, edition_key: str, *, timeout: float, poll: float = 0.2) -> bool:
+    """Whether every row of the edition settled within `timeout` seconds (for scripts)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not store.schedules.unsent(edition_key):
+            return True
+        time.sleep(poll)
+    return False

@@ -1,0 +1,204 @@
+"""`digest worker` processes share an edition queued by `digest send --workers` (PostgreSQL):
+two workers deliver each subscriber exactly once; a worker SIGKILLed mid-batch and then
+restarted leaves no one out and no one served twice; a SQLite store refuses --workers.
+
+The PostgreSQL tests run in `make test`'s PostgreSQL half (tests/pgserver.py).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from conftest import SECRET
+from editions import make_edition
+from fake_sendgrid import FakeSendGrid
+from sqlalchemy import text
+
+from digest.cli import cli
+from digest.config import Config
+from digest.store import Store, open_store
+from digest.store.deliveries import STATES
+from digest.subscriber import Subscriber
+
+WEEK = "2026-W48"
+KEY = f"weekly/{WEEK}"
+NOW = datetime(2026, 11, 30, 8, tzinfo=UTC)
+AUDIENCE = 120
+BATCH = 10
+LATENCY = 0.05  # seconds the fake takes per request, so a batch is in flight a while
+TIMEOUT = 60.0  # seconds any wait in these tests may take
+# Always listed, marked postgres: the SQLite half of `make test` deselects them (-m "not postgres").
+PG = [pytest.param("postgres", marks=pytest.mark.postgres)]
+on_postgres = pytest.mark.parametrize("store_url", PG, indirect=True)
+
+
+@pytest.fixture
+def sendgrid() -> Iterator[FakeSendGrid]:
+    with FakeSendGrid() as fake:
+        fake.set_latency(LATENCY)
+        yield fake
+
+
+@pytest.fixture
+def pg(project: Path, sendgrid: FakeSendGrid) -> Iterator[tuple[Store, list[str]]]:
+    """The project on its PostgreSQL schema, pointed at the fake SendGrid, with an approved
+    edition and its audience (returned: the addresses it should reach). No schedules, so
+    the workers' periodic run-due has nothing to do."""
+    path = project / "digest.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["delivery"]["sendgrid"]["host"] = sendgrid.url
+    data["delivery"]["batch_size"] = BATCH
+    for digest in data["digests"]:
+        digest["schedule"]["cron"] = None
+    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    store = open_store(yaml.safe_load(path.read_text())["store"])
+    store.editions.save(make_edition(2, ("politics", "tech"), status="approved"))
+    eligible = []
+    mixes = [("politics",), ("tech", "health"), ("culture",)]  # the last gets nothing
+    for i in range(AUDIENCE):
+        sub = Subscriber(email=f"reader{i}@example.org", topics=mixes[i % 3])
+        store.subscribers.add(sub, now=NOW)
+        if i % 3 != 2:
+            eligible.append(sub.email)
+    try:
+        yield store, eligible
+    finally:
+        store.close()
+
+
+def _env(fake: FakeSendGrid) -> dict[str, str]:
+    return {**os.environ, "SENDGRID_API_KEY": fake.api_key, "DIGEST_SECRET": SECRET}
+
+
+def _digest(project: Path, *args: str) -> list[str]:
+    code = "import sys; from digest.cli import main; sys.argv[0] = 'digest'; main()"
+    return [sys.executable, "-c", code, "--config", str(project / "digest.yaml"), *args]
+
+
+def _worker(project: Path, fake: FakeSendGrid) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        _digest(project, "worker", "--heartbeat", "0.5", "--stalled-after", "2"),
+        env=_env(fake),
+        stdout=subprocess.DEVNULL,
+        stderr=open(project / f"worker-{time.monotonic_ns()}.log", "wb"),  # noqa: SIM115
+    )
+
+
+@pytest.fixture
+def workers() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Worker processes a test starts; each is stopped (SIGTERM, then SIGKILL) at the end."""
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in started:
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def _queue(project: Path, fake: FakeSendGrid, *extra: str) -> str:
+    """`digest send --workers`, in this process: it returns once the batches are queued."""
+    result = CliRunner(env={"SENDGRID_API_KEY": fake.api_key}).invoke(
+        cli,
+        ["--config", str(project / "digest.yaml"), "send", "weekly", "--week", WEEK,
+         "--transport", "sendgrid", "--workers", "--no-preflight", *extra],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def _wait(what: str, condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + TIMEOUT
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.05)
+
+
+def _sent(store: Store) -> bool:
+    return store.schedules.state(KEY) == "sent"
+
+
+def _workers_that_sent(store: Store) -> set[int]:
+    query = "SELECT DISTINCT worker_id FROM procrastinate_jobs WHERE task_name = :t"
+    with store.engine.connect() as conn:
+        rows = conn.execute(text(query), {"t": "digest:send_batch"}).scalars()
+        return {r for r in rows if r is not None}
+
+
+@on_postgres
+def test_two_workers_share_an_edition_and_serve_each_subscriber_once(
+    project: Path,
+    sendgrid: FakeSendGrid,
+    pg: tuple[Store, list[str]],
+    workers: list[subprocess.Popen[bytes]],
+) -> None:
+    store, eligible = pg
+    workers += [_worker(project, sendgrid), _worker(project, sendgrid)]
+    out = _queue(project, sendgrid)
+    assert f"queued {len(eligible)} deliveries in {len(eligible) // BATCH} batches" in out
+    _wait("the edition to be sent", lambda: _sent(store))
+    delivered = Counter(sendgrid.delivered())
+    assert sorted(delivered) == sorted(eligible)  # nobody missing, nobody extra
+    assert [a for a, n in delivered.items() if n > 1] == []  # nobody twice
+    assert store.deliveries.counts(KEY)["sent"] == len(eligible)
+    assert len(_workers_that_sent(store)) == 2  # both took a share
+    # every request carried at most one batch of identical content
+    assert max(len(r["personalizations"]) for r in sendgrid.requests) <= BATCH
+
+
+@on_postgres
+def test_worker_killed_mid_batch_then_restarted_serves_each_subscriber_once(
+    project: Path,
+    sendgrid: FakeSendGrid,
+    pg: tuple[Store, list[str]],
+    workers: list[subprocess.Popen[bytes]],
+) -> None:
+    store, eligible = pg
+    _queue(project, sendgrid, "--strict")
+    first = _worker(project, sendgrid)
+    workers.append(first)
+    sendgrid.set_latency(0.5)  # the first batch stays in flight until the kill
+    _wait("a batch in flight", lambda: store.deliveries.counts(KEY)["sending"] > 0)
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    sendgrid.set_latency(LATENCY)
+    workers.append(_worker(project, sendgrid))  # the restart
+    _wait("the edition to be sent", lambda: _sent(store))
+    delivered = Counter(sendgrid.delivered())
+    assert sorted(delivered) == sorted(eligible)  # nobody missing, nobody extra
+    assert [a for a, n in delivered.items() if n > 1] == []  # nobody twice
+    assert sendgrid.cancelled  # the killed batch was withdrawn, then sent again
+    counts = store.deliveries.counts(KEY)
+    assert counts["sent"] == len(eligible) and counts["failed"] == counts["sending"] == 0
+
+
+def test_a_sqlite_store_refuses_workers(project: Path, config: Config) -> None:
+    store = open_store(config.store_url)
+    store.editions.save(make_edition(2, ("politics", "tech"), status="approved"))
+    store.subscribers.add(Subscriber(email="ana@example.org", topics=("tech",)), now=NOW)
+    result = CliRunner().invoke(
+        cli,
+        ["--config", str(project / "digest.yaml"), "send", "weekly", "--week", WEEK,
+         "--workers"],
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert "workers need a PostgreSQL store, not sqlite" in result.output
+    assert "digest send sends in-process (drop --workers)" in result.output
+    assert store.deliveries.counts(KEY) == dict.fromkeys(STATES, 0)  # nothing planned
+    assert store.schedules.state(KEY) != "sending"
+    store.close()
