@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from email import quoprimime
 from email.generator import Generator
+from email.headerregistry import Address
 from email.message import EmailMessage
 
 from digest.dkim import DkimKey, Signer
@@ -67,7 +68,7 @@ class _Part:
         self._sniff: str | None = None
         # A personal line may be long (MJML writes the whole HTML on a few lines): its QP
         # pieces up to the first placeholder are the same for everyone, so cut them once.
-        self._heads = [_QpHead(self.lines[i], keys) for i in self.personal]
+        self.heads = [_QpHead(self.lines[i], keys) for i in self.personal]
 
     def runs(self, cte: str) -> list[bytes]:
         """The runs of placeholder-free lines, encoded in `cte` (computed once each)."""
@@ -76,9 +77,9 @@ class _Part:
             found = self._encoded[cte] = [_encode(run, cte) for run in self._runs]
         return found
 
-    def body(self, values: Sequence[bytes]) -> tuple[str, list[bytes]] | None:
-        """(transfer encoding, body chunks) with `values` for the keys, or None to build
-        it the slow way."""
+    def body(self, values: Sequence[bytes]) -> tuple[str, list[bytes], list[bytes]] | None:
+        """(transfer encoding, body chunks, the chunks of them that are this recipient's) with
+        `values` for the keys, or None to build it the slow way."""
         mine = []
         for i in self.personal:
             line = self.lines[i]
@@ -89,13 +90,18 @@ class _Part:
         if cte is None:
             return None
         runs = self.runs(cte)
-        chunks = [runs[0]]
-        for head, line, run in zip(self._heads, mine, runs[1:], strict=True):
-            encoded = head.encode(line) if cte == "quoted-printable" else line + b"\r\n"
-            if encoded is None:
-                return None
+        chunks, personal = [runs[0]], []
+        for head, line, run in zip(self.heads, mine, runs[1:], strict=True):
+            if cte == "quoted-printable":
+                encoded = head.encode(line)
+                if encoded is None:
+                    return None
+                chunks.append(head.pieces)
+            else:
+                encoded = line + b"\r\n"
             chunks += [encoded, run]
-        return cte, chunks
+            personal.append(encoded)
+        return cte, chunks, personal
 
     def _choose(self, mine: list[bytes]) -> str | None:
         """`email.contentmanager._encode_text`'s choice for these lines; None for base64 or
@@ -126,17 +132,17 @@ class _QpHead:
         self.prefix = line[: self.at]
         translated = self.prefix.decode("latin-1").translate(_QP_MAP)
         pieces, start = _wrap(translated, whole=False)
-        self.pieces = "".join(p + "\n" for p in pieces)
+        self.pieces = "".join(p + "\r\n" for p in pieces).encode("ascii")
         self.left = translated[start:]
 
     def encode(self, line: bytes) -> bytes | None:
-        """`line` (this line personalized) as body_encode writes it, CRLF-ended."""
+        """The pieces after `self.pieces` of `line` (this line personalized) as body_encode
+        writes them, CRLF-ended."""
         if line[: self.at] != self.prefix:
             return None  # a replacement reached back into the prefix
         rest = self.left + line[self.at :].decode("latin-1").translate(_QP_MAP)
         pieces, _ = _wrap(rest)
-        text = self.pieces + "\n".join(pieces) + "\n"
-        return text.replace("\n", "\r\n").encode("ascii")
+        return "".join(p + "\r\n" for p in pieces).encode("ascii")
 
 
 def _wrap(line: str, *, whole: bool = True) -> tuple[list[str], int]:
@@ -210,19 +216,9 @@ class PreparedEmail:
         self._parts = (_Part(email.text, self._keys), _Part(email.html, self._keys))
         static = [b"".join(p.runs("quoted-printable")) for p in self._parts]
         self.boundary = Generator._make_boundary(b"\n".join(static).decode("latin-1"))  # type: ignore[attr-defined]
+        self._delimiter = b"--" + self.boundary.encode("ascii")
         self._frames: dict[tuple[str, str], tuple[bytes, bytes, bytes, bytes] | None] = {}
-        self._folded: dict[tuple[str, str], bytes] = {}
-        self._shared = self._shared_names(email)
-
-    def _shared_names(self, email: OutgoingEmail) -> frozenset[str]:
-        """Headers whose value is the same for every recipient with this content."""
-        names = {"From", "Reply-To"}
-        if not _has_any(email.subject.encode("utf-8"), self._keys):
-            names.add("Subject")
-        names.update(
-            k for k, v in email.headers.items() if not _has_any(v.encode("utf-8"), self._keys)
-        )
-        return frozenset(names)
+        self._folded: dict[str, tuple[str, bytes]] = {}
 
     def message(self, recipient: Recipient, *, now: datetime) -> Message:
         """`recipient`'s message, the bytes `build_message` + `message_bytes` would give."""
@@ -247,24 +243,24 @@ class PreparedEmail:
         if frame is None:
             return None
         mime, opening, middle, closing = frame
-        personal = b"".join(text[1][1::2] + html[1][1::2])
-        if b"--" + self.boundary.encode() in personal:
-            return None
-        head = b"".join(self._fold(recipient, name, value) for name, value in items) + mime
+        if any(self._delimiter in c for c in text[2] + html[2]):
+            return None  # a personal value holds the boundary (the shared text was checked)
+        head = b"".join(self._fold(name, value) for name, value in items) + mime
         body = (opening, *text[1], middle, *html[1], closing)
         if self._signer is not None:
             head = self._signer.sign(head, body) + head
         return Message(str(items[0][1]), head, body)
 
-    def _fold(self, recipient: Recipient, name: str, value: str | object) -> bytes:
-        """`Name: value` CRLF as the generator writes it; shared headers are folded once."""
-        shared = name in self._shared and name not in recipient.headers
-        key = (name, str(value))
-        if shared and key in self._folded:
-            return self._folded[key]
+    def _fold(self, name: str, value: str | Address) -> bytes:
+        """`Name: value` CRLF as the generator writes it. Most headers repeat from one
+        recipient to the next (From, Subject, List-Id, Date within a second): each name
+        keeps its last value folded."""
+        text = str(value)
+        last = self._folded.get(name)
+        if last is not None and last[0] == text:
+            return last[1]
         folded = POLICY.fold_binary(*POLICY.header_store_parse(name, value))
-        if shared:
-            self._folded[key] = folded
+        self._folded[name] = (text, folded)
         return folded
 
     def _frame(self, text_cte: str, html_cte: str) -> tuple[bytes, bytes, bytes, bytes] | None:
@@ -285,9 +281,10 @@ class PreparedEmail:
         mime, _, rest = data.partition(b"\r\n\r\n")
         opening, _, rest = rest.partition(marks[0] + b"\r\n")
         middle, _, closing = rest.partition(marks[1] + b"\r\n")
-        static = b"".join(self._parts[0].runs(text_cte) + self._parts[1].runs(html_cte))
-        if b"--" + self.boundary.encode() in static:
-            return None
+        for part, cte in zip(self._parts, (text_cte, html_cte), strict=True):
+            shared = part.runs(cte) + [h.pieces for h in part.heads]
+            if any(self._delimiter in c for c in shared):
+                return None
         return mime + b"\r\n", opening, middle, closing
 
     def _slow(self, recipient: Recipient, now: datetime) -> Message:

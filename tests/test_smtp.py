@@ -56,7 +56,8 @@ def _email(count: int, *, first_id: int = 1) -> OutgoingEmail:
 
 
 def _transport(server: FakeSmtp, **kwargs: Any) -> SmtpTransport:
-    settings = server.settings(**kwargs.pop("settings", {}))
+    """One connection unless the test asks for more, so messages arrive in order."""
+    settings = server.settings(**{"connections": 1, **kwargs.pop("settings", {})})
     options: dict[str, Any] = {"username": None, "password": None, **kwargs}
     return SmtpTransport(settings, now=_clock, **options)
 
