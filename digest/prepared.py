@@ -132,7 +132,7 @@ class _QpHead:
         self.prefix = line[: self.at]
         translated = self.prefix.decode("latin-1").translate(_QP_MAP)
         pieces, start = _wrap(translated, whole=False)
-        self.pieces = "".join(p + "\r\n" for p in pieces).encode("ascii")
+        self.pieces = _crlf(pieces)
         self.left = translated[start:]
 
     def encode(self, line: bytes) -> bytes | None:
@@ -142,7 +142,7 @@ class _QpHead:
             return None  # a replacement reached back into the prefix
         rest = self.left + line[self.at :].decode("latin-1").translate(_QP_MAP)
         pieces, _ = _wrap(rest)
-        return "".join(p + "\r\n" for p in pieces).encode("ascii")
+        return _crlf(pieces)
 
 
 def _wrap(line: str, *, whole: bool = True) -> tuple[list[str], int]:
@@ -178,6 +178,11 @@ def _wrap(line: str, *, whole: bool = True) -> tuple[list[str], int]:
     else:
         out.append(line[start:])
     return out, start
+
+
+def _crlf(pieces: list[str]) -> bytes:
+    """Pieces as lines on the wire (a piece may hold a soft break of its own)."""
+    return "".join(p + "\n" for p in pieces).replace("\n", "\r\n").encode("ascii")
 
 
 def _has_any(line: bytes, keys: Sequence[bytes]) -> bool:
@@ -219,6 +224,7 @@ class PreparedEmail:
         self._delimiter = b"--" + self.boundary.encode("ascii")
         self._frames: dict[tuple[str, str], tuple[bytes, bytes, bytes, bytes] | None] = {}
         self._folded: dict[str, tuple[str, bytes]] = {}
+        self.rebuilt = 0  # messages built whole (see the module docstring)
 
     def message(self, recipient: Recipient, *, now: datetime) -> Message:
         """`recipient`'s message, the bytes `build_message` + `message_bytes` would give."""
@@ -288,6 +294,7 @@ class PreparedEmail:
         return mime + b"\r\n", opening, middle, closing
 
     def _slow(self, recipient: Recipient, now: datetime) -> Message:
+        self.rebuilt += 1
         message = build_message(self.email, recipient, now=now)
         utf8 = not (self.email.from_email + recipient.email).isascii()
         data = message_bytes(message, self.dkim, utf8=utf8)
