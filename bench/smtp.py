@@ -5,8 +5,8 @@ The sink is aiosmtpd in a process of its own (it accepts and discards, reading D
 blocks), so it does not share a GIL with the sender; each sender runs in a fresh process
 too, so its CPU time and peak RSS are its own. The digest runs send the sample edition
 (the demo's articles, built in a temp copy of the project) to N synthetic subscribers
-spread over its topic mixes, through `send_edition` with a real SQLite ledger; the reference builds each
-message from scratch with the email package and sends it with smtplib.send_message on
+spread over its topic mixes, through `send_edition` with a real SQLite ledger; the
+reference builds each message from scratch with the email package and sends it with smtplib.send_message on
 one connection; rss2email 3.14 (`pip install rss2email==3.14`) builds each with its own
 get_message and sends it with its smtp_send, which connects once per message.
 
