@@ -16,6 +16,7 @@ contain) goes through `build_message` instead, so the bytes are the same either 
 from __future__ import annotations
 
 import binascii
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,11 +26,21 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 
 from digest.dkim import DkimKey, Signer
-from digest.mime import POLICY, build_message, header_items, message_bytes
+from digest.mime import (
+    POLICY,
+    RAW_HEADERS,
+    build_message,
+    fold_raw,
+    header_items,
+    message_bytes,
+)
 from digest.transports.base import OutgoingEmail, Recipient
 
 _MAX_LINE = POLICY.max_line_length or 78  # where the email package stops sending 7bit/8bit
 _SNIFF_LINES = 10  # the email package compares QP and base64 on the first 10 lines
+# Words of letters, digits and <>@._+-/ with single spaces: no quoting, comment,
+# encoded word or list separator that the header parser could rewrite.
+_PLAIN = re.compile(r"[A-Za-z0-9<>@._+/-]+(?: [A-Za-z0-9<>@._+/-]+)*")
 _PIECE = _MAX_LINE - 1  # a QP piece and its soft break
 # The table body_encode translates with (private, but the parity tests would catch a change).
 _QP_MAP = quoprimime._QUOPRI_BODY_ENCODE_MAP  # type: ignore[attr-defined]
@@ -265,7 +276,14 @@ class PreparedEmail:
         last = self._folded.get(name)
         if last is not None and last[0] == text:
             return last[1]
-        folded = POLICY.fold_binary(*POLICY.header_store_parse(name, value))
+        if name.lower() in RAW_HEADERS and text.isascii() and "=?" not in text:
+            folded = fold_raw(name, text).encode("ascii")  # what POLICY.fold_binary calls
+        elif _PLAIN.fullmatch(text) and len(name) + 2 + len(text) <= _MAX_LINE:
+            # Plain words that fit on the line: the header parser keeps every character
+            # and the folder writes the line as it stands (tested against it).
+            folded = f"{name}: {text}\r\n".encode("ascii")
+        else:
+            folded = POLICY.fold_binary(*POLICY.header_store_parse(name, value))
         self._folded[name] = (text, folded)
         return folded
 

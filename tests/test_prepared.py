@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from email.headerregistry import Address
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -21,7 +22,7 @@ from fake_smtp import smtp_server as smtp_server_fixture  # noqa: F401
 from digest import compose
 from digest.config import Config
 from digest.dkim import DkimKey, verify
-from digest.mime import build_message, message_bytes
+from digest.mime import POLICY, build_message, message_bytes
 from digest.prepared import Message, PreparedEmail
 from digest.tokens import LinkSigner
 from digest.transports.base import OutgoingEmail, Recipient
@@ -221,3 +222,28 @@ def test_over_the_wire_each_message_is_the_built_one_signed_and_dot_stuffed(
         like = Message(str(result.message_id), raw.partition(b"\r\n\r\n")[0], ())
         assert raw == _built(email, recipient, like, key)
         assert verify(raw, lambda name, timeout=5: public)
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("To", Address("Reader 12", "reader12", "example.org")),
+        ("To", Address("", "a.b+c", "example.org")),
+        ("To", Address("Dr. Who", "who", "example.org")),  # quoted by the email package
+        ("To", Address("x" * 70, "long", "example.org")),  # too long for one line
+        ("Message-ID", "<179613090960.8449.2900298415049187952.d1@digest.example.com>"),
+        ("Message-ID", "<1.2.3.d99999999999@a-very-long-sending-domain.digest.example.com>"),
+        ("X-Digest-Delivery", "123456"),
+        ("Subject", "Hello  there"),  # two spaces
+        ("Subject", "=?utf-8?q?encoded?="),
+        ("List-Unsubscribe", "<https://digest.example.com/u/" + "t" * 120 + ">"),
+        ("List-Unsubscribe", "<https://digest.example.com/u/=?x?=>"),
+    ],
+)
+def test_a_header_written_without_the_parser_is_what_the_parser_writes(
+    name: str, value: str | Address
+) -> None:
+    prepared = PreparedEmail(_email(FILLER, FILLER, VALUES[:1]))
+    assert prepared._fold(name, value) == POLICY.fold_binary(
+        *POLICY.header_store_parse(name, value)
+    )
