@@ -24,6 +24,7 @@ from email import quoprimime
 from email.generator import Generator
 from email.headerregistry import Address
 from email.message import EmailMessage
+from typing import cast
 
 from digest.dkim import DkimKey, Signer
 from digest.mime import (
@@ -77,9 +78,7 @@ class _Part:
             start = i + 1
         self._encoded: dict[str, list[bytes]] = {}
         self._sniff: str | None = None
-        # A personal line may be long (MJML writes the whole HTML on a few lines): its QP
-        # pieces up to the first placeholder are the same for everyone, so cut them once.
-        self.heads = [_QpHead(self.lines[i], keys) for i in self.personal]
+        self.heads = [_Personal(self.lines[i], keys) for i in self.personal]
 
     def runs(self, cte: str) -> list[bytes]:
         """The runs of placeholder-free lines, encoded in `cte` (computed once each)."""
@@ -91,68 +90,78 @@ class _Part:
     def body(self, values: Sequence[bytes]) -> tuple[str, list[bytes], list[bytes]] | None:
         """(transfer encoding, body chunks, the chunks of them that are this recipient's) with
         `values` for the keys, or None to build it the slow way."""
-        mine = []
-        for i in self.personal:
-            line = self.lines[i]
-            for key, value in zip(self.keys, values, strict=True):
-                line = line.replace(key, value)
-            mine.append(line)
+        tails = [head.tail(values) for head in self.heads]
+        if any(t is None for t in tails):
+            return None
+        mine = cast(list[bytes], tails)
         cte = self._choose(mine)
         if cte is None:
             return None
         runs = self.runs(cte)
         chunks, personal = [runs[0]], []
-        for head, line, run in zip(self.heads, mine, runs[1:], strict=True):
+        for head, tail, run in zip(self.heads, mine, runs[1:], strict=True):
             if cte == "quoted-printable":
-                encoded = head.encode(line)
-                if encoded is None:
-                    return None
+                encoded = head.encode(tail)
                 chunks.append(head.pieces)
             else:
-                encoded = line + b"\r\n"
+                encoded = head.head + tail + b"\r\n"
             chunks += [encoded, run]
             personal.append(encoded)
         return cte, chunks, personal
 
-    def _choose(self, mine: list[bytes]) -> str | None:
+    def _choose(self, tails: list[bytes]) -> str | None:
         """`email.contentmanager._encode_text`'s choice for these lines; None for base64 or
         a short QP part (which it encodes differently)."""
-        longest = max([self.static_max, *(len(x) for x in mine)])
-        if longest <= _MAX_LINE:
-            ascii_only = self.static_ascii and all(x.isascii() for x in mine)
+        lengths = [len(h.head) + len(t) for h, t in zip(self.heads, tails, strict=True)]
+        if max([self.static_max, *lengths]) <= _MAX_LINE:
+            ascii_only = self.static_ascii and all(
+                h.head.isascii() and t.isascii() for h, t in zip(self.heads, tails, strict=True)
+            )
             return "7bit" if ascii_only else "8bit"
         if len(self.lines) <= _SNIFF_LINES:
             return None
         if self.personal and self.personal[0] < _SNIFF_LINES:
             lines = list(self.lines[:_SNIFF_LINES])
-            for i, line in zip(self.personal, mine, strict=False):
+            for i, head, tail in zip(self.personal, self.heads, tails, strict=True):
                 if i < _SNIFF_LINES:
-                    lines[i] = line
+                    lines[i] = head.head + tail
             return _sniff(lines)
         if self._sniff is None:
             self._sniff = _sniff(self.lines[:_SNIFF_LINES]) or ""
         return self._sniff or None
 
 
-class _QpHead:
-    """A line's quoted-printable pieces before its first placeholder, and where the wrap
-    of the rest resumes (quoprimime.body_encode's loop, which is position-independent)."""
+class _Personal:
+    """A line that holds a placeholder. MJML writes the whole HTML on a few lines, so such
+    a line may be 60 KB long with the links at its end: what comes before its first
+    placeholder is the same for everyone, so it is neither copied per recipient nor
+    encoded again. Its quoted-printable pieces are cut once, and the wrap of the rest
+    resumes where they end (quoprimime.body_encode's loop is position-independent)."""
 
     def __init__(self, line: bytes, keys: Sequence[bytes]) -> None:
+        self.keys = keys
         self.at = min(i for i in (line.find(k) for k in keys) if i >= 0)
-        self.prefix = line[: self.at]
-        translated = self.prefix.decode("latin-1").translate(_QP_MAP)
+        # Replacing one key may complete another that starts up to len(key) - 1 bytes
+        # before `at`: personalize from there, as digest.mime.personalize would.
+        cut = max(0, self.at - max(len(k) for k in keys) + 1)
+        self.head, self._tail, self._kept = line[:cut], line[cut:], line[cut : self.at]
+        translated = line[: self.at].decode("latin-1").translate(_QP_MAP)
         pieces, start = _wrap(translated, whole=False)
         self.pieces = _crlf(pieces)
-        self.left = translated[start:]
+        self._left = translated[start:]
 
-    def encode(self, line: bytes) -> bytes | None:
-        """The pieces after `self.pieces` of `line` (this line personalized) as body_encode
-        writes them, CRLF-ended."""
-        if line[: self.at] != self.prefix:
-            return None  # a replacement reached back into the prefix
-        rest = self.left + line[self.at :].decode("latin-1").translate(_QP_MAP)
-        pieces, _ = _wrap(rest)
+    def tail(self, values: Sequence[bytes]) -> bytes | None:
+        """The line from `self.head` on, personalized; None if a replacement reached back
+        before the first placeholder (left to the slow path)."""
+        tail = self._tail
+        for key, value in zip(self.keys, values, strict=True):
+            tail = tail.replace(key, value)
+        return tail if tail.startswith(self._kept) else None
+
+    def encode(self, tail: bytes) -> bytes:
+        """The QP pieces after `self.pieces` of the personalized line, CRLF-ended."""
+        rest = tail[len(self._kept) :].decode("latin-1").translate(_QP_MAP)
+        pieces, _ = _wrap(self._left + rest)
         return _crlf(pieces)
 
 
