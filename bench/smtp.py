@@ -6,12 +6,14 @@ blocks), so it does not share a GIL with the sender; each sender runs in a fresh
 too, so its CPU time and peak RSS are its own. The digest runs send the sample edition
 (the demo's articles, built in a temp copy of the project) to N synthetic subscribers
 spread over its topic mixes, through `send_edition` with a real SQLite ledger; the
-reference builds each message from scratch with the email package and sends it with smtplib.send_message on
-one connection; rss2email 3.14 (`pip install rss2email==3.14`) builds each with its own
-get_message and sends it with its smtp_send, which connects once per message.
+reference builds each message from scratch with the email package and sends it with
+smtplib.send_message on one connection; rss2email 3.14 (`pip install rss2email==3.14`)
+builds each with its own get_message and sends it with its smtp_send, which connects
+once per message.
 
     python bench/smtp.py                          # 5,000 messages, 1 and 4 connections
     python bench/smtp.py --messages 2000 --connections 1 2 4 8 --dkim
+    python bench/smtp.py --messages 1000 --connections 1 4 8 --rtt 5   # a distant server
 """
 
 from __future__ import annotations
@@ -47,19 +49,27 @@ TIMEOUT = 900  # seconds any child process may take to answer
 
 
 # -- the sink --------------------------------------------------------------------------
-def _sink(conn: Connection, port: int) -> None:
+def _sink(conn: Connection, port: int, rtt: float) -> None:
     """aiosmtpd on 127.0.0.1:port that counts and discards; answers "stats" until "stop".
 
     Stock aiosmtpd reads DATA line by line, ≈ 5 ms of CPU for a 45 KB message, which
     would cap any sender near 200 messages/s on this machine; this sink reads DATA in
     blocks up to the end marker (dot-stuffing keeps it out of the body) and drops it.
+    `rtt` seconds before each reply stand for a server across a network.
     """
+    import asyncio
+
     from aiosmtpd.controller import Controller
     from aiosmtpd.smtp import SMTP
 
     taken = [0, 0]  # messages, bytes
 
     class Discarding(SMTP):
+        async def push(self, status: Any) -> None:
+            if rtt:
+                await asyncio.sleep(rtt)
+            await super().push(status)
+
         async def smtp_DATA(self, arg: str) -> None:
             if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
                 return
@@ -286,7 +296,11 @@ def _measured(conn: Connection, profile: str | None, job: Callable[..., int], *a
 
 
 def _run(
-    ctx: Any, sink: Connection, label: str, job: Callable[..., int], *args: Any,
+    ctx: Any,
+    sink: Connection,
+    label: str,
+    job: Callable[..., int],
+    *args: Any,
     profile: str | None = None,
 ) -> tuple[str, float]:
     """Run `job` in a fresh process; print its line; return (label, messages/s)."""
@@ -335,12 +349,14 @@ def main() -> None:
     parser.add_argument("--dkim", action="store_true", help="add a digest run that signs")
     parser.add_argument("--reference-messages", type=int, help="messages for the references")
     parser.add_argument("--profile", help="write cProfile stats of the last digest run here")
+    parser.add_argument("--rtt", type=float, default=0.0,
+                        help="ms the sink waits before each reply (a remote server)")  # fmt: skip
     args = parser.parse_args()
     n, ref_n = args.messages, args.reference_messages or args.messages
     ctx = mp.get_context("spawn")
     port = _free_port()
     sink, child = ctx.Pipe()
-    server = ctx.Process(target=_sink, args=(child, port), daemon=True)
+    server = ctx.Process(target=_sink, args=(child, port, args.rtt / 1000), daemon=True)
     server.start()
     if not sink.poll(60):
         raise SystemExit("the SMTP sink did not start")
@@ -350,7 +366,8 @@ def main() -> None:
     try:
         config = _project(folder, port, n)
         db = folder / "digest.db"
-        print(f"sample edition {EDITION}: {n:,} subscribers; sink: aiosmtpd in its own process\n")
+        print(f"sample edition {EDITION}: {n:,} subscribers; sink: aiosmtpd in its own process"
+              f", {args.rtt:g} ms before each reply\n")  # fmt: skip
         print(f"{'sender':<34} {'sent':>6} {'seconds':>8} {'msg/s':>8} {'CPU ms/msg':>9} "
               f"{'RSS MiB':>8} {'sink got':>7} {'KiB/msg':>6} {'sink CPU s':>7}")  # fmt: skip
         rates = []

@@ -260,8 +260,9 @@ class PreparedEmail:
             return None
         items = header_items(self.email, recipient, now=now)
         names = [n.lower() for n, _ in items]
-        if len(set(names)) != len(names) or "mime-version" in names:
-            return None  # a duplicate or MIME header: let the email package decide
+        mime_named = any(n == "mime-version" or n.startswith("content-") for n in names)
+        if len(set(names)) != len(names) or mime_named:
+            return None  # a duplicate or MIME header: let the email package place it
         text, html = (p.body(values) for p in self._parts)
         if text is None or html is None:
             return None

@@ -171,8 +171,9 @@ def test_every_wrap_position_gives_the_same_bytes(text: str, html: str, key: Dki
         {"text": f"Hi {UNSUB}\n"},  # ten lines or fewer in QP: encoded another way
         {"html": ("日本語のテキスト" * 20 + "\n") * 12 + UNSUB},  # base64 beats QP
         {"recipients": ()},  # set below: an address that needs SMTPUTF8
+        {"headers": {"Content-Language": "en"}},  # the email package moves it into a part
     ],
-    ids=["short-qp", "base64", "utf8-address"],
+    ids=["short-qp", "base64", "utf8-address", "content-header"],
 )
 def test_what_the_prepared_parts_do_not_cover_is_built_whole_with_the_same_bytes(
     change: dict[str, object],
