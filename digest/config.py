@@ -361,6 +361,9 @@ class SmtpSettings(_Model):
         "SMTP_PASSWORD", description="Environment variable with the password."
     )
     timeout: float = Field(30.0, gt=0, le=300, description="Seconds per SMTP operation.")
+    connections: int = Field(
+        4, ge=1, le=32, description="Connections used at once; each sends one message at a time."
+    )
     ca_file: str | None = Field(
         None, description="PEM file of a private CA to trust, relative to digest.yaml."
     )

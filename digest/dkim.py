@@ -8,13 +8,23 @@ comes from a file named in digest.yaml or from the environment, never from diges
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import dkim
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+from dkim.canonicalization import (
+    CanonicalizationPolicy,
+    compress_whitespace,
+    correct_empty_body,
+    strip_trailing_lines,
+    strip_trailing_whitespace,
+)
 
 from digest.config import Config
 from digest.errors import ConfigError
@@ -107,6 +117,84 @@ def sign(message: bytes, key: DkimKey) -> bytes:
         canonicalize=(b"relaxed", b"relaxed"),
     )
     return signature + message
+
+
+_RELAXED = CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
+_SIGNATURE = b"DKIM-Signature"
+_SHARED_MIN = 2048  # body chunks at least this long are canonicalised once and kept
+_KEPT_BYTES = 32 << 20  # at most this much canonical text kept
+
+
+class Signer:
+    """Signs exactly as `sign` does, byte for byte, for a fraction of its cost.
+
+    dkimpy spends ≈ 24 ms on an 80 KB message: the key parsed anew, RSA in pure Python,
+    and the relaxed canonicalisation of the whole body. Here the key is parsed once,
+    RSA runs in OpenSSL (PKCS#1 v1.5 is deterministic: the same signature), and the body
+    comes in chunks that each start a line, so the chunks many messages share (a
+    content's encoded parts) are canonicalised once. tests/test_prepared.py compares the
+    result with `sign` for each recipient.
+    """
+
+    def __init__(self, key: DkimKey) -> None:
+        self.key = key
+        private = serialization.load_pem_private_key(key.private_key, password=None)
+        assert isinstance(private, rsa.RSAPrivateKey)  # load_key accepts nothing else
+        self._rsa = private
+        self._include = tuple(h.lower().encode() for h in SIGNED_HEADERS)
+        self._canonical: dict[bytes, bytes] = {}
+        self._kept = 0
+
+    def sign(self, head: bytes, body: Sequence[bytes], *, at: float | None = None) -> bytes:
+        """The DKIM-Signature header line(s) for `head` (header lines, CRLF-ended, without
+        the blank line) and `body` (its chunks, each ending in CRLF); `at` is t= (now)."""
+        canonical = strip_trailing_lines(b"".join(self._canonicalise(c) for c in body))
+        body_hash = base64.b64encode(hashlib.sha256(correct_empty_body(canonical)).digest())
+        stamp = int(time.time() if at is None else at)
+        fields = [
+            (b"v", b"1"),
+            (b"a", b"rsa-sha256"),
+            (b"c", b"relaxed/relaxed"),
+            (b"d", self.key.domain.encode()),
+            (b"i", b"@" + self.key.domain.encode()),
+            (b"q", b"dns/txt"),
+            (b"s", self.key.selector.encode()),
+            (b"t", str(stamp).encode("ascii")),
+            (b"h", b" : ".join(self._include)),
+            (b"bh", body_hash),
+            (b"b", b"0" * 60),  # as dkimpy: makes b= fold onto a line of its own
+        ]
+        value = dkim.fold(b"; ".join(b"=".join(f) for f in fields), namelen=len(_SIGNATURE))
+        value = dkim.RE_BTAG.sub(b"\\1", value)
+        headers, _ = dkim.rfc822_parse(head + b"\r\n")
+        digest = hashlib.sha256()
+        dkim.hash_headers(
+            digest,
+            _RELAXED,
+            _RELAXED.canonicalize_headers(headers),
+            self._include,
+            (_SIGNATURE, b" " + value),
+            dict(fields),
+        )
+        signature = self._rsa.sign(digest.digest(), padding.PKCS1v15(), Prehashed(hashes.SHA256()))
+        fields[-1] = (b"b", base64.b64encode(signature))
+        value = b"; ".join(b"=".join(f) for f in fields) + b"\r\n"
+        return _SIGNATURE + b": " + dkim.fold(value, namelen=len(_SIGNATURE))
+
+    def _canonicalise(self, chunk: bytes) -> bytes:
+        """Relaxed body canonicalisation without the end-of-body rule (line by line, so
+        chunk by chunk); long chunks are kept, since they are the shared ones."""
+        if len(chunk) < _SHARED_MIN:
+            return compress_whitespace(strip_trailing_whitespace(chunk))
+        found = self._canonical.get(chunk)
+        if found is None:
+            found = compress_whitespace(strip_trailing_whitespace(chunk))
+            if self._kept + len(found) > _KEPT_BYTES:
+                self._canonical.clear()
+                self._kept = 0
+            self._canonical[chunk] = found
+            self._kept += len(found)
+        return found
 
 
 Lookup = Callable[..., bytes | None]

@@ -15,6 +15,8 @@ from typing import Any
 from digest.dkim import DkimKey, sign
 from digest.transports.base import OutgoingEmail, Recipient
 
+Header = tuple[str, str | Address]
+
 DELIVERY_HEADER = "X-Digest-Delivery"
 # Mail clients read these headers as they stand: an RFC 2047 encoded-word (which Python
 # writes for any long header without spaces) hides the URL and so the one-click button.
@@ -69,20 +71,29 @@ def _address(email: str, name: str = "") -> Address:
     return Address(display_name=name, username=local, domain=domain)
 
 
+def header_items(email: OutgoingEmail, recipient: Recipient, *, now: datetime) -> list[Header]:
+    """The message's headers, in order, before the MIME ones (a fresh Message-ID each call)."""
+    domain = email.from_email.rpartition("@")[2] or "localhost"
+    items: list[Header] = [
+        ("Message-ID", make_msgid(idstring=f"d{recipient.delivery_id}", domain=domain)),
+        ("Date", format_datetime(now)),
+        ("From", _address(email.from_email, email.from_name)),
+    ]
+    if email.reply_to:
+        items.append(("Reply-To", _address(email.reply_to)))
+    items.append(("To", _address(recipient.email, recipient.name)))
+    items.append(("Subject", personalize(email.subject, recipient)))
+    for name, value in {**email.headers, **recipient.headers}.items():
+        items.append((name, personalize(value, recipient)))
+    items.append((DELIVERY_HEADER, str(recipient.delivery_id)))
+    return items
+
+
 def build_message(email: OutgoingEmail, recipient: Recipient, *, now: datetime) -> EmailMessage:
     """A multipart/alternative (text, then html) UTF-8 message with every header set."""
     msg = EmailMessage(policy=POLICY)
-    domain = email.from_email.rpartition("@")[2] or "localhost"
-    msg["Message-ID"] = make_msgid(idstring=f"d{recipient.delivery_id}", domain=domain)
-    msg["Date"] = format_datetime(now)
-    msg["From"] = _address(email.from_email, email.from_name)
-    if email.reply_to:
-        msg["Reply-To"] = _address(email.reply_to)
-    msg["To"] = _address(recipient.email, recipient.name)
-    msg["Subject"] = personalize(email.subject, recipient)
-    for name, value in {**email.headers, **recipient.headers}.items():
-        msg[name] = personalize(value, recipient)
-    msg[DELIVERY_HEADER] = str(recipient.delivery_id)
+    for name, value in header_items(email, recipient, now=now):
+        msg[name] = value
     msg.set_content(personalize(email.text, recipient), subtype="plain", charset="utf-8")
     msg.add_alternative(personalize(email.html, recipient), subtype="html", charset="utf-8")
     return msg

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from collections import Counter
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -56,7 +57,8 @@ def _email(count: int, *, first_id: int = 1) -> OutgoingEmail:
 
 
 def _transport(server: FakeSmtp, **kwargs: Any) -> SmtpTransport:
-    settings = server.settings(**kwargs.pop("settings", {}))
+    """One connection unless the test asks for more, so messages arrive in order."""
+    settings = server.settings(**{"connections": 1, **kwargs.pop("settings", {})})
     options: dict[str, Any] = {"username": None, "password": None, **kwargs}
     return SmtpTransport(settings, now=_clock, **options)
 
@@ -311,3 +313,81 @@ def test_make_smtp_names_a_missing_ca_file(config: Config) -> None:
     cfg = _with_smtp(config, ca_file="certs/missing.pem")
     with pytest.raises(ConfigError, match=r"delivery.smtp.ca_file: cannot read .*missing.pem"):
         make_smtp(cfg, now=_clock)
+
+
+# -- several connections: each keeps the exactly-once rules on its own -----------------
+def _arrivals(server: FakeSmtp) -> Counter[str]:
+    return Counter(m.rcpt_tos[0] for m in server.messages)
+
+
+def test_several_connections_share_a_batch_and_are_kept_for_the_next(
+    smtp_server: FakeSmtp,
+) -> None:
+    transport = _transport(smtp_server, settings={"connections": 3})
+    first = transport.send(_email(12))
+    second = transport.send(_email(12, first_id=13))
+    transport.close()
+
+    assert all(r.ok for r in first + second)
+    assert [r.delivery_id for r in first + second] == list(range(1, 25))  # results in order
+    assert _arrivals(smtp_server) == Counter(f"reader{i}@example.com" for i in range(1, 25))
+    assert smtp_server.connections == transport.connections == 3
+    assert len({r.message_id for r in first + second}) == 24
+
+
+def test_a_drop_on_one_of_several_connections_resends_only_what_was_not_sent(
+    smtp_server: FakeSmtp,
+) -> None:
+    smtp_server.drop_after(4)  # whichever connection carries the 4th message is closed
+    transport = _transport(smtp_server, settings={"connections": 3})
+    results = transport.send(_email(12))
+    transport.close()
+
+    assert all(r.ok for r in results)
+    assert _arrivals(smtp_server) == Counter(f"reader{i}@example.com" for i in range(1, 13))
+    assert smtp_server.connections == 4  # the three, and the one reopened after the drop
+
+
+def test_a_message_taken_before_a_drop_on_one_of_several_connections_is_in_doubt(
+    smtp_server: FakeSmtp,
+) -> None:
+    smtp_server.take_then_hang_up(1)
+    transport = _transport(smtp_server, settings={"connections": 3})
+    results = transport.send(_email(12))
+    transport.close()
+
+    doubtful = [r for r in results if r.in_doubt]
+    assert len(doubtful) == 1 and not doubtful[0].ok and not doubtful[0].retryable
+    assert sum(r.ok for r in results) == 11
+    # every address reached the server once, the doubtful one included: none sent again
+    assert _arrivals(smtp_server) == Counter(f"reader{i}@example.com" for i in range(1, 13))
+
+
+def test_when_one_connection_cannot_reconnect_the_others_finish_the_batch(
+    smtp_server: FakeSmtp,
+) -> None:
+    smtp_server.drop_after(2, then_refuse_connections=True)
+    transport = _transport(smtp_server, settings={"connections": 3})
+    results = transport.send(_email(12))
+    transport.close()
+
+    sent = {f"reader{r.delivery_id}@example.com" for r in results if r.ok}
+    failed = [r for r in results if not r.ok]
+    assert failed and all(r.retryable and not r.in_doubt for r in failed)
+    assert all("cannot connect" in (r.error or "") for r in failed)
+    assert _arrivals(smtp_server) == Counter(sent)  # what failed never arrived; nothing twice
+    assert len(sent) + len(failed) == 12
+
+
+def test_with_several_connections_a_server_that_is_not_there_fails_the_whole_batch() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings = SmtpSettings.model_validate(
+        {"host": "127.0.0.1", "port": port, "security": "none", "timeout": 2.0, "connections": 3}
+    )
+    transport = SmtpTransport(settings, username=None, password=None, now=_clock)
+    with pytest.raises(TransportError) as caught:
+        transport.send(_email(6))
+    transport.close()
+    assert caught.value.retryable is True and "cannot connect" in caught.value.message
