@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 STATUSES = ("pending", "active", "unsubscribed", "bounced", "complained")
 # Statuses that mean "never send": only an explicit new opt-in may lift them.
@@ -52,3 +53,19 @@ class ConsentRecord:
     ip: str
     given_at: datetime | None
     confirmed_at: datetime | None
+
+
+class NewSubscriber(NamedTuple):
+    """A subscriber to insert, as plain values in the store's column order (bulk imports)."""
+
+    email: str
+    name: str
+    topics: tuple[str, ...]
+    digests: tuple[str, ...]
+    timezone: str
+    locale: str
+    status: str
+    consent_at: datetime | None
+    consent_method: str
+    consent_source: str
+    consent_ip: str

@@ -13,7 +13,7 @@ from conftest import Run
 from digest.config import Config
 from digest.store import Store
 from digest.subscriber import Subscriber
-from digest.subscribers import import_subscribers
+from digest.subscriber_import import ImportReport, RowOutcome, import_subscribers
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
@@ -28,6 +28,18 @@ def _write(folder: Path, name: str, text: str) -> Path:
     path = folder / name
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def _import(
+    config: Config, store: Store, paths: list[Path], **options: bool
+) -> tuple[ImportReport, dict[str, list[RowOutcome]]]:
+    """Import `paths`; the report, and the rows it told of, by kind."""
+    rows: dict[str, list[RowOutcome]] = {}
+    report = import_subscribers(
+        config, store, paths, now=NOW, on_row=lambda r: rows.setdefault(r.kind, []).append(r),
+        **options,
+    )  # fmt: skip
+    return report, rows
 
 
 def _emails(store: Store, status: str | None = None) -> list[str]:
@@ -92,9 +104,9 @@ def test_yaml_and_csv_rows_are_reported_by_the_line_they_start_on(
         "list.csv",
         'email,name,topics\nc@example.com,"Line\nbreak",health\nd@example.org,D,health|culture\n',
     )
-    report = import_subscribers(config, store, [yml, csv], now=NOW)
+    _, rows = _import(config, store, [yml, csv])
 
-    assert [(r.file, r.line, r.email) for r in report.added] == [
+    assert [(r.file, r.line, r.email) for r in rows["added"]] == [
         (str(yml), 2, "a@example.com"),
         (str(yml), 5, "b@example.com"),
         (str(csv), 2, "c@example.com"),
@@ -193,8 +205,8 @@ def test_a_duplicate_names_both_lines(config: Config, store: Store, tmp_path: Pa
     second = _write(
         tmp_path, "b.csv", "email,topics\nbob@example.com,tech\nANA@example.com,health\n"
     )
-    report = import_subscribers(config, store, [first, second], now=NOW)
-    assert [str(r) for r in report.invalid] == [
+    report, rows = _import(config, store, [first, second])
+    assert [str(r) for r in rows["invalid"]] == [
         f"{second}:3: ana@example.com appears twice: {first}:1 and {second}:3"
     ]
     assert not report.applied and store.subscribers.count() == 0
@@ -234,9 +246,9 @@ def test_addresses_are_unique_whatever_their_case(
     first = _write(tmp_path, "one.yaml", "- email: Ana.Lima@EXAMPLE.com\n  topics: [tech]\n")
     second = _write(tmp_path, "two.yaml", "- email: ana.lima@example.com\n  topics: [health]\n")
     import_subscribers(config, store, [first], now=NOW)
-    report = import_subscribers(config, store, [second], now=NOW)
+    _, rows = _import(config, store, [second])
 
-    assert [r.email for r in report.updated] == ["ana.lima@example.com"]
+    assert [r.email for r in rows["updated"]] == ["ana.lima@example.com"]
     assert _emails(store) == ["ana.lima@example.com"]
     ana = store.subscribers.get_by_email("ANA.LIMA@example.com")
     assert ana is not None and ana.topics == ("health",)
@@ -272,8 +284,8 @@ def test_an_import_can_record_an_unsubscribe(config: Config, store: Store, tmp_p
     path = _write(
         tmp_path, "opt-outs.csv", "email,topics,status\na@example.com,tech,unsubscribed\n"
     )
-    report = import_subscribers(config, store, [path], now=NOW)
-    assert [r.email for r in report.updated] == ["a@example.com"]
+    _, rows = _import(config, store, [path])
+    assert [r.email for r in rows["updated"]] == ["a@example.com"]
     assert _emails(store, "unsubscribed") == ["a@example.com"]
 
 
