@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, TextIO
+from typing import Any, NamedTuple, TextIO
 
 import yaml
 from yaml.events import (
@@ -35,8 +34,7 @@ ALL_COLUMNS = COLUMNS + ("digests",) + CONSENT_COLUMNS  # digests: optional, def
 _EXPECTED = "expected a list of subscribers, or a mapping with a 'subscribers' list"
 
 
-@dataclass(frozen=True, slots=True)
-class RawRow:
+class RawRow(NamedTuple):
     """One row as written in a file: unvalidated fields and the line the row starts on."""
 
     file: str
@@ -44,8 +42,7 @@ class RawRow:
     fields: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class FileProblem:
+class FileProblem(NamedTuple):
     """Why a row (or, when `broken`, the rest of the file) could not be read as subscribers."""
 
     file: str
@@ -74,63 +71,42 @@ def read_rows(path: Path) -> Iterator[RawRow | FileProblem]:
         yield FileProblem(name, 1, f"not a subscriber file (use {', '.join(SUFFIXES)})", True)
         return
     try:
-        raw = path.open("rb")
+        # newline="": csv sees line ends as written (a quoted cell may hold one);
+        # -sig: spreadsheets often write a BOM.
+        text = path.open(encoding="utf-8-sig", newline="")
     except FileNotFoundError:
         yield FileProblem(name, 1, "file not found", True)
         return
     except OSError as exc:
         yield FileProblem(name, 1, exc.strerror or str(exc), True)
         return
-    lines = _Lines(raw)
     try:
-        yield from (_csv_rows if path.suffix == ".csv" else _yaml_rows)(name, lines)
-    except _NotUtf8 as exc:
-        yield FileProblem(name, exc.line, f"not UTF-8 text ({exc.reason} at byte {exc.byte})", True)
+        yield from (_csv_rows if path.suffix == ".csv" else _yaml_rows)(name, text)
+    except UnicodeDecodeError:
+        line, byte, reason = _first_bad_byte(path)
+        yield FileProblem(name, line, f"not UTF-8 text ({reason} at byte {byte})", True)
     except OSError as exc:
-        yield FileProblem(name, lines.line or 1, exc.strerror or str(exc), True)
+        yield FileProblem(name, 1, exc.strerror or str(exc), True)
     finally:
-        raw.close()
+        text.close()
 
 
-class _NotUtf8(Exception):
-    def __init__(self, line: int, byte: int, reason: str) -> None:
-        super().__init__(reason)
-        self.line, self.byte, self.reason = line, byte, reason
-
-
-class _Lines:
-    """A file's text a line at a time (for csv) or in line-sized reads (for YAML), decoded
-    as it goes, so a byte that is not UTF-8 is reported by line and offset. A leading BOM
-    (spreadsheets often write one) is dropped."""
-
-    def __init__(self, raw: BinaryIO) -> None:
-        self._raw = raw
-        self.line = 0
-        self._offset = 0
-
-    def __iter__(self) -> _Lines:
-        return self
-
-    def __next__(self) -> str:
-        data = self._raw.readline()
-        if not data:
-            raise StopIteration
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise _NotUtf8(self.line + 1, self._offset + exc.start, exc.reason) from None
-        if self.line == 0 and text.startswith("\ufeff"):
-            text = text[1:]
-        self.line += 1
-        self._offset += len(data)
-        return text
-
-    def read(self, _size: int = -1) -> str:
-        return next(self, "")
+def _first_bad_byte(path: Path) -> tuple[int, int, str]:
+    """Where a file stops being UTF-8: line, byte offset and why (read again line by line,
+    as the decoder reads ahead in blocks and cannot say which line it was on)."""
+    offset = 0
+    with path.open("rb") as raw:
+        for number, data in enumerate(raw, start=1):
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return number, offset + exc.start, exc.reason
+            offset += len(data)
+    return 1, 0, "invalid data"  # a sequence cut at a line end: say it is the first line
 
 
 # -- YAML ----------------------------------------------------------------------
-def _yaml_rows(name: str, lines: _Lines) -> Iterator[RawRow | FileProblem]:
+def _yaml_rows(name: str, lines: TextIO) -> Iterator[RawRow | FileProblem]:
     # Events are read one by one and each item of the list is composed (its node keeps its
     # start line) and constructed on its own, then dropped.
     loader = yaml.SafeLoader(lines)
@@ -207,7 +183,7 @@ def _sequence_items(loader: yaml.SafeLoader) -> Iterator[yaml.Node]:
 
 
 # -- CSV -----------------------------------------------------------------------
-def _csv_rows(name: str, lines: _Lines) -> Iterator[RawRow | FileProblem]:
+def _csv_rows(name: str, lines: TextIO) -> Iterator[RawRow | FileProblem]:
     reader = csv.reader(lines)
     try:
         header = next(reader, None)

@@ -29,9 +29,9 @@ from typing import IO, Any, NamedTuple, Protocol
 
 from digest.config import Config
 from digest.errors import SubscriberError
-from digest.subscriber import SUPPRESSED, NewSubscriber, Subscriber
+from digest.subscriber import SUPPRESSED, Subscriber, SubscriberRow
 from digest.subscriber_files import FileProblem, expand, read_rows
-from digest.subscribers import CheckedRow, Consent, RowRules, check_row
+from digest.subscribers import Consent, RowRules, check_row
 
 CHUNK = 2000  # rows looked up, merged and written per transaction
 KINDS = ("added", "updated", "unchanged", "kept", "invalid")
@@ -42,7 +42,7 @@ class ImportOps(Protocol):
 
     def get_many_by_email(self, emails: Iterable[str]) -> dict[str, Subscriber]: ...
     def write_import(
-        self, adds: Sequence[NewSubscriber], updates: Sequence[Subscriber], *, now: datetime
+        self, adds: Sequence[SubscriberRow], updates: Sequence[Subscriber], *, now: datetime
     ) -> None: ...
 
 
@@ -110,13 +110,12 @@ def import_subscribers(
 
     with tempfile.TemporaryFile(prefix="digest-import-") as spool_file:
         spool = _Spool(spool_file)
-        broken = _check(files, RowRules.of(config), spool, tell)
+        broken = _check(files, RowRules.of(config), now, spool, tell)
         twice = _repeated(spool, broken, [str(f) for f in files], tell)
         apply = not dry_run and (skip_invalid or counts["invalid"] == 0)
-        consents = [Consent(at=now, method="import", source=f.name) for f in files]
         for chunk in spool.chunks(skip_files=broken):
             rows = [r for r in chunk if (r[0], r[1]) not in twice] if twice else chunk
-            _merge_chunk(rows, [str(f) for f in files], consents, store, apply, now, tell)
+            _merge_chunk(rows, [str(f) for f in files], store, apply, now, tell)
     return ImportReport(
         files=tuple(str(f) for f in files),
         added=counts["added"],
@@ -129,7 +128,7 @@ def import_subscribers(
 
 
 # -- pass one: check every row ----------------------------------------------------------
-SpooledRow = tuple[int, int, CheckedRow]  # file index, line, the checked row
+SpooledRow = tuple[int, int, SubscriberRow]  # file index, line, the checked row
 
 
 class _Spool:
@@ -141,7 +140,7 @@ class _Spool:
         self._pending: list[SpooledRow] = []
         self.hashes = array("q")
 
-    def add(self, file_index: int, line: int, row: CheckedRow) -> None:
+    def add(self, file_index: int, line: int, row: SubscriberRow) -> None:
         self._pending.append((file_index, line, row))
         self.hashes.append(hash(row.email))
         if len(self._pending) == CHUNK:
@@ -167,11 +166,16 @@ class _Spool:
 
 
 def _check(
-    files: Sequence[Path], rules: RowRules, spool: _Spool, tell: Callable[[RowOutcome], None]
+    files: Sequence[Path],
+    rules: RowRules,
+    now: datetime,
+    spool: _Spool,
+    tell: Callable[[RowOutcome], None],
 ) -> frozenset[int]:
     """Check every row of every file into `spool`; the indexes of files that broke."""
     broken: set[int] = set()
     for index, path in enumerate(files):
+        consent = Consent(at=now, method="import", source=path.name)
         for item in read_rows(path):
             if isinstance(item, FileProblem):
                 tell(RowOutcome("invalid", item.file, item.line, note=item.reason))
@@ -179,7 +183,7 @@ def _check(
                     broken.add(index)  # none of its rows count, as if it had none
                 continue
             try:
-                row = check_row(item.fields, rules)
+                row = check_row(item.fields, rules, consent)
             except ValueError as exc:
                 tell(RowOutcome("invalid", item.file, item.line, note=str(exc)))
                 continue
@@ -224,24 +228,23 @@ def _repeated_hashes(hashes: array[int]) -> set[int]:
 def _merge_chunk(
     rows: list[SpooledRow],
     names: Sequence[str],
-    consents: Sequence[Consent],
     store: ImportStore,
     apply: bool,
     now: datetime,
     tell: Callable[[RowOutcome], None],
 ) -> None:
     existing = store.subscribers.get_many_by_email(r[2].email for r in rows)
-    adds: list[NewSubscriber] = []
+    adds: list[SubscriberRow] = []
     changes: list[Subscriber] = []
     outcomes: list[RowOutcome] = []
     for index, line, row in rows:
         old = existing.get(row.email) if existing else None
         if old is None:
-            adds.append(_new(row, consents[index]))
+            adds.append(row)
             outcomes.append(RowOutcome("added", names[index], line, row.email))
             continue
-        merged, kind = merge(old, row.subscriber(consents[index]), row.given)
-        if merged != old:
+        merged, kind = merge(old, row)
+        if merged is not old:
             changes.append(merged)
         note = old.status if kind == "kept" else ""
         outcomes.append(RowOutcome(kind, names[index], line, row.email, note))
@@ -251,17 +254,11 @@ def _merge_chunk(
         tell(outcome)
 
 
-def _new(row: CheckedRow, consent: Consent) -> NewSubscriber:
-    return NewSubscriber(
-        row.email, row.name, row.topics, row.digests, row.timezone, row.locale, row.status,
-        row.consent_at or consent.at, row.consent_method or consent.method,
-        row.consent_source or consent.source, row.consent_ip,
-    )  # fmt: skip
-
-
-def merge(old: Subscriber, row: Subscriber, given: frozenset[str]) -> tuple[Subscriber, str]:
-    """The stored subscriber updated from an import row, and whether it was updated,
-    unchanged, or kept (a suppressed status the row would have lifted)."""
+def merge(old: Subscriber, row: SubscriberRow) -> tuple[Subscriber, str]:
+    """The stored subscriber updated from an import row (`old` itself when nothing changes),
+    and whether it was updated, unchanged, or kept (a suppressed status the row would have
+    lifted)."""
+    given = row.given
     changes: dict[str, Any] = {}
     for name in ("name", "topics", "digests", "timezone", "locale"):
         if (name in given or name == "topics") and getattr(row, name) != getattr(old, name):
@@ -278,7 +275,7 @@ def merge(old: Subscriber, row: Subscriber, given: frozenset[str]) -> tuple[Subs
             consent_source=row.consent_source,
             consent_ip=row.consent_ip,
         )
-    merged = replace(old, **changes)
+    merged = replace(old, **changes) if changes else old
     if kept:
         return merged, "kept"
     return merged, "updated" if changes else "unchanged"

@@ -13,13 +13,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache, lru_cache
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 from email_validator import EmailNotValidError, validate_email
 
 from digest.config import Config, check_timezone
 from digest.errors import NotFoundError, SubscriberError, UsageError
-from digest.subscriber import STATUSES, Subscriber, SubscriberRecord
+from digest.subscriber import STATUSES, Subscriber, SubscriberRecord, SubscriberRow
 
 FIELDS = (
     "email", "name", "topics", "digests", "timezone", "locale", "status",
@@ -202,45 +202,9 @@ class RowRules:
         )
 
 
-class CheckedRow(NamedTuple):
-    """A valid row as plain values (a million of these are cheaper than Subscribers).
-
-    Consent fields are empty when the row gave none: the import's own record applies.
-    `given` names the fields the row gave a value for (an update changes only those).
-    """
-
-    email: str
-    name: str
-    topics: tuple[str, ...]
-    digests: tuple[str, ...]
-    timezone: str
-    locale: str
-    status: str
-    consent_at: datetime | None
-    consent_method: str
-    consent_source: str
-    consent_ip: str
-    given: frozenset[str]
-
-    def subscriber(self, consent: Consent) -> Subscriber:
-        """The subscriber this row describes, with `consent` where the row gave none."""
-        return Subscriber(
-            email=self.email,
-            name=self.name,
-            topics=self.topics,
-            digests=self.digests,
-            timezone=self.timezone,
-            locale=self.locale,
-            status=self.status,
-            consent_at=self.consent_at or consent.at,
-            consent_method=self.consent_method or consent.method,
-            consent_source=self.consent_source or consent.source,
-            consent_ip=self.consent_ip,
-        )
-
-
-def check_row(fields: Mapping[str, Any], rules: RowRules) -> CheckedRow:
-    """One row checked field by field; ValueError says what is wrong."""
+def check_row(fields: Mapping[str, Any], rules: RowRules, consent: Consent) -> SubscriberRow:
+    """One row checked field by field, with `consent` where it gives none of its own;
+    ValueError says what is wrong."""
     if not _FIELD_SET.issuperset(fields):
         unknown = [k for k in fields if k not in _FIELD_SET]
         raise ValueError(f"unknown field {unknown[0]!r} (valid: {', '.join(FIELDS)})")
@@ -270,9 +234,9 @@ def check_row(fields: Mapping[str, Any], rules: RowRules) -> CheckedRow:
         bool(name), _text_or_value(get("digests")), bool(zone), bool(locale_text),
         bool(status_text), consent_at is not None, bool(method), bool(source), bool(ip),
     ))  # fmt: skip
-    return CheckedRow(
-        email, name, topics, digests, timezone, locale, status, consent_at, method, source, ip,
-        given,
+    return SubscriberRow(
+        email, name, topics, digests, timezone, locale, status, consent_at or consent.at,
+        method or consent.method, source or consent.source, ip, given,
     )  # fmt: skip
 
 
@@ -280,8 +244,8 @@ def validate_row(
     fields: Mapping[str, Any], config: Config, consent: Consent
 ) -> tuple[Subscriber, frozenset[str]]:
     """A Subscriber from one row, and the fields the row gave; ValueError says what is wrong."""
-    row = check_row(fields, RowRules.of(config))
-    return row.subscriber(consent), row.given
+    row = check_row(fields, RowRules.of(config), consent)
+    return row.subscriber(), row.given
 
 
 # Besides email and topics (always there in a valid row), in the order of _given's flags.

@@ -6,13 +6,13 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, bindparam, func, select
+from sqlalchemy import Column, Connection, Dialect, Engine, Row, bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 
 from digest.errors import DigestError
 from digest.store.busy import retry_locked
 from digest.store.schema import changed, deliveries, subscribers
-from digest.subscriber import NewSubscriber, Subscriber, SubscriberRecord
+from digest.subscriber import Subscriber, SubscriberRecord, SubscriberRow
 
 LOOKUP_CHUNK = 500  # addresses per IN (...) query, well under every driver's limit
 
@@ -53,11 +53,24 @@ def _values(s: Subscriber) -> dict[str, Any]:
 # Executed with many parameter sets: the SET clause is every column each set names.
 _UPDATE = subscribers.update().where(subscribers.c.id == bindparam("_id"))
 # Every column an import sets, in the table's order (the compiled INSERT's order).
-_INSERTED = (*NewSubscriber._fields[:7], "status_reason", *NewSubscriber._fields[7:],
+_INSERTED = (*SubscriberRow._fields[:7], "status_reason", *SubscriberRow._fields[7:11],
              "created_at", "updated_at")  # fmt: skip
 
 
-def _insert_many(conn: Connection, rows: Sequence[NewSubscriber], now: datetime) -> None:
+class _Converted(dict[Any, Any]):
+    """One column's values as the driver takes them, each distinct value converted once."""
+
+    def __init__(self, column: Column[Any], dialect: Dialect) -> None:
+        super().__init__()
+        self._convert = column.type.dialect_impl(dialect).bind_processor(dialect)
+
+    def __missing__(self, value: Any) -> Any:
+        plain = list(value) if isinstance(value, tuple) else value
+        self[value] = converted = self._convert(plain) if self._convert else plain
+        return converted
+
+
+def _insert_many(conn: Connection, rows: Sequence[SubscriberRow], now: datetime) -> None:
     """INSERT `rows` through the driver's executemany, each distinct value converted once.
 
     SQLAlchemy's executemany converts every parameter of every row in Python (most of an
@@ -70,29 +83,16 @@ def _insert_many(conn: Connection, rows: Sequence[NewSubscriber], now: datetime)
     )
     if compiled.positiontup is not None and list(compiled.positiontup) != list(_INSERTED):
         raise RuntimeError(f"unexpected INSERT parameter order: {compiled.positiontup}")
-    converters = {
-        name: subscribers.c[name].type.dialect_impl(dialect).bind_processor(dialect)
-        for name in ("topics", "digests", "consent_at")
-    }
-    seen: dict[tuple[str, Any], Any] = {}
-
-    def converted(name: str, value: Any) -> Any:
-        key = (name, value)
-        if key not in seen:
-            convert = converters[name]
-            plain = list(value) if isinstance(value, tuple) else value
-            seen[key] = convert(plain) if convert is not None else plain
-        return seen[key]
-
-    stamp = converted("consent_at", now)
-    params: list[Any] = []
-    for r in rows:
-        params.append((
-            r.email, r.name, converted("topics", r.topics),
-            converted("digests", r.digests or None), r.timezone, r.locale, r.status, "",
-            converted("consent_at", r.consent_at), r.consent_method, r.consent_source,
-            r.consent_ip, stamp, stamp,
-        ))  # fmt: skip
+    topics_of = _Converted(subscribers.c.topics, dialect)
+    digests_of = _Converted(subscribers.c.digests, dialect)
+    time_of = _Converted(subscribers.c.consent_at, dialect)
+    stamp = time_of[now]
+    params: list[Any] = [
+        (email, name, topics_of[topics], digests_of[digests or None], zone, locale, status, "",
+         time_of[consent_at], method, source, ip, stamp, stamp)
+        for email, name, topics, digests, zone, locale, status, consent_at, method, source, ip, _
+        in rows
+    ]  # fmt: skip
     if compiled.positiontup is None:  # named parameters (PostgreSQL's pyformat)
         params = [dict(zip(_INSERTED, p, strict=True)) for p in params]
     conn.exec_driver_sql(compiled.string, params)
@@ -187,7 +187,7 @@ class SubscriberStore:
         return found
 
     def write_import(
-        self, adds: Sequence[NewSubscriber], updates: Sequence[Subscriber], *, now: datetime
+        self, adds: Sequence[SubscriberRow], updates: Sequence[Subscriber], *, now: datetime
     ) -> None:
         """Insert `adds` and rewrite `updates` (matched by id) in one short transaction.
 
