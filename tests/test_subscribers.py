@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -392,3 +393,151 @@ def test_add_rejects_a_bad_address_topic_or_time_zone(run: Run, store: Store) ->
 
 def test_remove_help_says_the_record_is_deleted(run: Run) -> None:
     assert "Delete the subscriber's record" in run("subscribers", "remove", "--help").stdout
+
+
+# -- large lists: streamed, checked whole, written in chunks ---------------------------------
+def _list(folder: Path, name: str, n: int, *, tail: str = "") -> Path:
+    rows = "".join(f"reader{i}@example.org,Reader {i},tech;health\n" for i in range(n))
+    return _write(folder, name, "email,name,topics\n" + rows + tail)
+
+
+def _writes(store: Store) -> list[int]:
+    """Rows of each INSERT into subscribers from now on (executemany: one per transaction)."""
+    from sqlalchemy import event
+
+    sizes: list[int] = []
+
+    def seen(_conn: object, _cursor: object, sql: str, params: object, _ctx: object, many: bool):
+        if sql.startswith("INSERT INTO subscribers"):
+            sizes.append(len(params) if many else 1)  # type: ignore[arg-type]
+
+    event.listen(store.engine, "before_cursor_execute", seen)
+    return sizes
+
+
+def test_a_long_list_is_written_a_chunk_per_transaction_as_it_goes(
+    config: Config, store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from digest import subscriber_import
+
+    monkeypatch.setattr(subscriber_import, "CHUNK", 50)
+    path = _list(tmp_path, "long.csv", 120)
+    sizes = _writes(store)
+    stored_when_told: list[int] = []
+
+    def told(row: RowOutcome) -> None:
+        if row.line in (2, 52, 121):  # the first row of each chunk
+            stored_when_told.append(store.subscribers.count())
+
+    report = import_subscribers(config, store, [path], now=NOW, on_row=told)
+
+    assert sizes == [50, 50, 20]  # one INSERT, one transaction, per chunk
+    assert stored_when_told == [50, 100, 120]  # each chunk is told of once it is written
+    assert (report.added, report.invalid, report.applied) == (120, 0, True)
+    r119 = store.subscribers.get_by_email("reader119@example.org")
+    assert r119 is not None and r119.topics == ("tech", "health") and r119.consent_at == NOW
+    assert r119.consent_source == "long.csv" and r119.timezone == "Europe/London"
+
+
+def test_a_bad_row_after_many_good_chunks_writes_nothing(
+    run: Run, store: Store, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from digest import subscriber_import
+
+    monkeypatch.setattr(subscriber_import, "CHUNK", 50)
+    _list(project, "long.csv", 160, tail="late@example,Late,tech\n")
+    sizes = _writes(store)
+
+    result = run("subscribers", "import", "long.csv", expect=2)
+
+    assert "invalid    long.csv:162: invalid address 'late@example'" in result.stderr
+    assert "would import (nothing changed): 160 added" in result.stdout
+    assert sizes == [] and store.subscribers.count() == 0
+
+
+def test_a_file_that_breaks_part_way_imports_none_of_its_rows(
+    run: Run, store: Store, project: Path
+) -> None:
+    good = "".join(f"r{i}@example.org,tech\n" for i in range(30))
+    (project / "broken.csv").write_bytes(
+        ("email,topics\n" + good).encode() + b"caf\xe9@example.org,tech\n" + b"z@example.org,tech\n"
+    )
+    _write(project, "other.csv", "email,topics\nother@example.org,health\n")
+
+    refused = run("subscribers", "import", "broken.csv", "other.csv", expect=2)
+    assert "invalid    broken.csv:32: not UTF-8 text (invalid continuation byte at byte " in (
+        refused.stderr
+    )
+    assert store.subscribers.count() == 0
+
+    skipped = run("subscribers", "import", "broken.csv", "other.csv", "--skip-invalid")
+    assert "1 added, 0 updated, 0 unchanged, 0 kept suppressed, 1 invalid (skipped)" in (
+        skipped.stdout
+    )
+    assert _emails(store) == ["other@example.org"]
+
+
+def test_a_duplicate_far_apart_names_both_lines(
+    config: Config, store: Store, tmp_path: Path
+) -> None:
+    path = _list(tmp_path, "long.csv", 5000, tail="READER7@example.org,Again,tech\n")
+    report, rows = _import(config, store, [path], skip_invalid=True)
+    assert [str(r) for r in rows["invalid"]] == [
+        f"{path}:5002: reader7@example.org appears twice: {path}:9 and {path}:5002"
+    ]
+    assert report.added == 5000 and store.subscribers.count() == 5000
+    first = store.subscribers.get_by_email("reader7@example.org")
+    assert first is not None and first.name == "Reader 7"
+
+
+def test_memory_does_not_grow_with_the_list(
+    config: Config, store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A row costs 8 bytes (its address hash) while importing, besides one chunk of rows;
+    the whole-file import held about 4.5 KB a row."""
+    import tracemalloc
+
+    from digest import subscriber_import
+
+    monkeypatch.setattr(subscriber_import, "CHUNK", 200)
+
+    def peak(name: str, n: int) -> int:
+        rows = "".join(f"{name}{i}@example.org,Reader {i},tech\n" for i in range(n))
+        path = _write(tmp_path, f"{name}.csv", "email,name,topics\n" + rows)
+        tracemalloc.start()
+        try:
+            import_subscribers(config, store, [path], now=NOW, on_row=lambda _row: None)
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    peak("warm", 400)  # caches and lazy imports fill up here
+    small, large = peak("small", 2000), peak("large", 10_000)
+    assert large - small < 400_000  # 8,000 more rows: < 50 bytes each
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "Ana.Lima@Example.COM", "o'brien+news@example.org", "a@b.co", "x@[192.0.2.1]",
+        "user@localhost", "user@example", "a..b@example.com", ".a@example.com",
+        "a.@example.com", "a@example..com", "a@-example.com", "a@example.com.",
+        "a b@example.com", '"quoted"@example.com', "Ana <ana@example.com>", "a@b@example.com",
+        "ünï@example.com", "a@bücher.example", "a@xn--bcher-kva.example", "a@test",
+        "a@example.123", "x" * 64 + "@example.com", "x" * 65 + "@example.com",
+        "x" * 240 + "@example.com", "a@" + "b" * 64 + ".com", "a@example.invalid",
+        "postmaster@EXAMPLE.com", "a@sub_domain.example.com", "@example.com", "a@",
+    ],
+)  # fmt: skip
+def test_the_quick_address_check_agrees_with_email_validator(address: str) -> None:
+    from email_validator import EmailNotValidError, validate_email
+
+    from digest.subscribers import normalize_email
+
+    try:
+        expected = validate_email(address, check_deliverability=False).normalized.lower()
+    except EmailNotValidError as exc:
+        with pytest.raises(ValueError, match=re.escape(str(exc))):
+            normalize_email(address)
+        return
+    assert normalize_email(address) == expected

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
 from typing import Any
 
@@ -12,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from digest.errors import DigestError
 from digest.store.busy import retry_locked
 from digest.store.schema import changed, deliveries, subscribers
-from digest.subscriber import Subscriber, SubscriberRecord, SubscriberRow
+from digest.subscriber import SUPPRESSED, Subscriber, SubscriberRecord, SubscriberRow
 
 LOOKUP_CHUNK = 500  # addresses per IN (...) query, well under every driver's limit
 
@@ -50,6 +52,19 @@ def _values(s: Subscriber) -> dict[str, Any]:
     }
 
 
+# Built once: the one-click path runs them under load, and building costs more than running.
+_UNSUBSCRIBE = (
+    subscribers.update()
+    .where(subscribers.c.id == bindparam("sid"))
+    .where(subscribers.c.status.not_in(sorted(SUPPRESSED)))
+    .values(status="unsubscribed", status_reason=bindparam("why"), updated_at=bindparam("at"))
+    .returning(subscribers.c.email)
+)
+_EMAIL_OF = select(subscribers.c.email).where(subscribers.c.id == bindparam("sid"))
+# One statement for any list (a literal list each time made the compiled cache keep them).
+_BY_EMAILS = select(subscribers).where(
+    subscribers.c.email.in_(bindparam("emails", expanding=True))
+)
 # Executed with many parameter sets: the SET clause is every column each set names.
 _UPDATE = subscribers.update().where(subscribers.c.id == bindparam("_id"))
 # Every column an import sets, in the table's order (the compiled INSERT's order).
@@ -101,6 +116,11 @@ def _insert_many(conn: Connection, rows: Sequence[SubscriberRow], now: datetime)
 class SubscriberStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # SQLite has one writer: this process's threads (the web server's) take turns here
+        # rather than poll SQLite's lock, whose busy handler sleeps up to 100 ms a try.
+        self._writing: AbstractContextManager[Any] = (
+            threading.Lock() if engine.dialect.name == "sqlite" else nullcontext()
+        )
 
     def get(self, subscriber_id: int) -> Subscriber | None:
         with self.engine.connect() as conn:
@@ -134,6 +154,22 @@ class SubscriberStore:
                 .where(subscribers.c.id == subscriber.id)
                 .values(**_values(subscriber), updated_at=now)
             )
+
+    def unsubscribe(self, subscriber_id: int, *, reason: str, now: datetime) -> str | None:
+        """One-click unsubscribe in one short write; the subscriber's address, or None if
+        there is no such subscriber. A suppressed status (an earlier unsubscribe, a bounce,
+        a complaint) is kept with its reason: it says more than a later click."""
+
+        def write() -> str | None:
+            with self.engine.begin() as conn:
+                given = {"sid": subscriber_id, "why": reason, "at": now}
+                email = conn.execute(_UNSUBSCRIBE, given).scalar()
+                if email is None:  # already suppressed, or unknown
+                    email = conn.execute(_EMAIL_OF, given).scalar()
+            return email
+
+        with self._writing:
+            return retry_locked(write, what="unsubscribe")
 
     def set_status(self, subscriber_id: int, status: str, *, reason: str, now: datetime) -> bool:
         """Change a subscriber's status; False if there is no such subscriber."""
@@ -179,10 +215,7 @@ class SubscriberStore:
         found: dict[str, Subscriber] = {}
         with self.engine.connect() as conn:
             for i in range(0, len(wanted), LOOKUP_CHUNK):
-                query = select(subscribers).where(
-                    subscribers.c.email.in_(wanted[i : i + LOOKUP_CHUNK])
-                )
-                for row in conn.execute(query):
+                for row in conn.execute(_BY_EMAILS, {"emails": wanted[i : i + LOOKUP_CHUNK]}):
                     found[row.email] = _to_subscriber(row)
         return found
 
