@@ -17,18 +17,18 @@ from pathlib import Path
 # bench/select.py would shadow the standard `select` module (subprocess needs it).
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-import argparse
-import csv
-import json
-import os
-import platform
-import random
-import shutil
-import sqlite3
-import subprocess
-import tempfile
-import threading
-import time
+import argparse  # noqa: E402
+import csv  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import random  # noqa: E402
+import shutil  # noqa: E402
+import sqlite3  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 TOPICS = ("politics", "tech", "economy", "climate", "culture", "health")

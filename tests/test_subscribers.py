@@ -160,7 +160,7 @@ def test_yaml_and_csv_rows_are_reported_by_the_line_they_start_on(
         (
             "broken.yaml",
             "- email: a@example.com\n  topics: [tech\n- email: b@example.com\n",
-            "broken.yaml:3: invalid YAML: expected ',' or ']'",
+            "broken.yaml:3: invalid YAML: did not find expected ',' or ']'",
         ),
         (
             "shape.yaml",

@@ -62,9 +62,7 @@ _UNSUBSCRIBE = (
 )
 _EMAIL_OF = select(subscribers.c.email).where(subscribers.c.id == bindparam("sid"))
 # One statement for any list (a literal list each time made the compiled cache keep them).
-_BY_EMAILS = select(subscribers).where(
-    subscribers.c.email.in_(bindparam("emails", expanding=True))
-)
+_BY_EMAILS = select(subscribers).where(subscribers.c.email.in_(bindparam("emails", expanding=True)))
 # Executed with many parameter sets: the SET clause is every column each set names.
 _UPDATE = subscribers.update().where(subscribers.c.id == bindparam("_id"))
 # Every column an import sets, in the table's order (the compiled INSERT's order).
