@@ -108,16 +108,17 @@ def import_subscribers(
         if on_row is not None:
             on_row(outcome)
 
+    names = tuple(str(f) for f in files)
     with tempfile.TemporaryFile(prefix="digest-import-") as spool_file:
         spool = _Spool(spool_file)
         broken = _check(files, RowRules.of(config), now, spool, tell)
-        twice = _repeated(spool, broken, [str(f) for f in files], tell)
+        twice = _repeated(spool, broken, names, tell)
         apply = not dry_run and (skip_invalid or counts["invalid"] == 0)
         for chunk in spool.chunks(skip_files=broken):
             rows = [r for r in chunk if (r[0], r[1]) not in twice] if twice else chunk
-            _merge_chunk(rows, [str(f) for f in files], store, apply, now, tell)
+            _merge_chunk(rows, names, store, apply, now, tell)
     return ImportReport(
-        files=tuple(str(f) for f in files),
+        files=names,
         added=counts["added"],
         updated=counts["updated"],
         unchanged=counts["unchanged"],
