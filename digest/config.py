@@ -418,6 +418,12 @@ class Web(_Model):
         None, description="SendGrid Event Webhook verification key (base64 DER, P-256)."
     )
     webhook_max_age: int = Field(600, ge=1, description="Oldest accepted webhook timestamp, s.")
+    threads: int = Field(
+        4, ge=1, le=256, description="Worker threads of `digest serve` (waitress)."
+    )
+    connection_limit: int = Field(
+        1000, ge=1, description="Open connections `digest serve` accepts at once (waitress: 100)."
+    )
 
 
 class Config(_Model):

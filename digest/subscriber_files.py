@@ -2,19 +2,30 @@
 
 Reading never validates a row's values (that is `subscribers.validate_row`); it only
 finds rows and the line each starts on, so every later message can say `file:line`.
-A file that cannot be read at all becomes one problem at the line where it breaks.
+Files are read as a stream, a row at a time, so a list of a million rows never sits in
+memory. A file that cannot be read to its end (not UTF-8, broken YAML or CSV) ends with
+one problem marked `broken`, at the line where it breaks: none of its rows count.
 """
 
 from __future__ import annotations
 
 import csv
-import io
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 
 import yaml
+from yaml.composer import Composer
+from yaml.constructor import SafeConstructor
+from yaml.events import (
+    MappingEndEvent,
+    MappingStartEvent,
+    ScalarEvent,
+    SequenceEndEvent,
+    SequenceStartEvent,
+    StreamEndEvent,
+)
+from yaml.resolver import Resolver
 
 from digest.subscriber import Subscriber
 
@@ -23,10 +34,12 @@ COLUMNS = ("email", "name", "topics", "timezone", "locale", "status")
 # Optional, so an export (which carries the consent record) imports back unchanged.
 CONSENT_COLUMNS = ("consent_at", "consent_method", "consent_source", "consent_ip")
 ALL_COLUMNS = COLUMNS + ("digests",) + CONSENT_COLUMNS  # digests: optional, default the first
+# libyaml's emitter when PyYAML has it: the pure-Python one wrote about 1,000 rows a second.
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+_EXPECTED = "expected a list of subscribers, or a mapping with a 'subscribers' list"
 
 
-@dataclass(frozen=True)
-class RawRow:
+class RawRow(NamedTuple):
     """One row as written in a file: unvalidated fields and the line the row starts on."""
 
     file: str
@@ -34,20 +47,13 @@ class RawRow:
     fields: dict[str, Any]
 
 
-@dataclass(frozen=True)
-class FileProblem:
-    """Why a file (or one row of it) could not be read as a subscriber row."""
+class FileProblem(NamedTuple):
+    """Why a row (or, when `broken`, the rest of the file) could not be read as subscribers."""
 
     file: str
     line: int
     reason: str
-
-
-@dataclass(frozen=True)
-class ParsedFile:
-    path: str
-    rows: tuple[RawRow, ...]
-    problems: tuple[FileProblem, ...]
+    broken: bool = False
 
 
 def expand(paths: Iterable[str | Path]) -> list[Path]:
@@ -62,113 +68,186 @@ def expand(paths: Iterable[str | Path]) -> list[Path]:
     return out
 
 
-def read_file(path: Path) -> ParsedFile:
-    """Rows of one subscriber file; a file that cannot be parsed yields problems instead."""
+def read_rows(path: Path) -> Iterator[RawRow | FileProblem]:
+    """The rows of one subscriber file as they are read, and a problem for each that is not
+    a row; a broken file's last item is a `broken` problem."""
     name = str(path)
     if path.suffix not in SUFFIXES:
-        return _broken(name, 1, f"not a subscriber file (use {', '.join(SUFFIXES)})")
+        yield FileProblem(name, 1, f"not a subscriber file (use {', '.join(SUFFIXES)})", True)
+        return
     try:
-        text = path.read_text(encoding="utf-8-sig")  # -sig: spreadsheets often write a BOM
+        # newline="": csv sees line ends as written (a quoted cell may hold one);
+        # -sig: spreadsheets often write a BOM.
+        text = path.open(encoding="utf-8-sig", newline="")
     except FileNotFoundError:
-        return _broken(name, 1, "file not found")
-    except UnicodeDecodeError as exc:
-        return _broken(name, 1, f"not UTF-8 text ({exc.reason} at byte {exc.start})")
+        yield FileProblem(name, 1, "file not found", True)
+        return
     except OSError as exc:
-        return _broken(name, 1, exc.strerror or str(exc))
-    if path.suffix == ".csv":
-        return _read_csv(name, text)
-    return _read_yaml(name, text)
+        yield FileProblem(name, 1, exc.strerror or str(exc), True)
+        return
+    try:
+        yield from (_csv_rows if path.suffix == ".csv" else _yaml_rows)(name, text)
+    except UnicodeDecodeError:
+        line, byte, reason = _first_bad_byte(path)
+        yield FileProblem(name, line, f"not UTF-8 text ({reason} at byte {byte})", True)
+    except OSError as exc:
+        yield FileProblem(name, 1, exc.strerror or str(exc), True)
+    finally:
+        text.close()
 
 
-def _broken(name: str, line: int, reason: str) -> ParsedFile:
-    return ParsedFile(name, (), (FileProblem(name, line, reason),))
+def _first_bad_byte(path: Path) -> tuple[int, int, str]:
+    """Where a file stops being UTF-8: line, byte offset and why (read again line by line,
+    as the decoder reads ahead in blocks and cannot say which line it was on)."""
+    offset = 0
+    with path.open("rb") as raw:
+        for number, data in enumerate(raw, start=1):
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return number, offset + exc.start, exc.reason
+            offset += len(data)
+    return 1, 0, "invalid data"  # a sequence cut at a line end: say it is the first line
 
 
 # -- YAML ----------------------------------------------------------------------
-def _read_yaml(name: str, text: str) -> ParsedFile:
-    # Compose first (nodes keep their start line), then construct each item on its own.
-    loader = yaml.SafeLoader(text)
+if yaml.__with_libyaml__:
+    from yaml._yaml import CParser
+
+    class _Loader(CParser, Composer, SafeConstructor, Resolver):  # type: ignore[misc]
+        """libyaml's parser (eight times PyYAML's pace) under PyYAML's composer, which
+        composes one node at a time where libyaml's own composes a whole document."""
+
+        def __init__(self, stream: TextIO) -> None:
+            CParser.__init__(self, stream)
+            Composer.__init__(self)
+            SafeConstructor.__init__(self)
+            Resolver.__init__(self)
+else:  # pragma: no cover - PyYAML built without libyaml
+    _Loader = yaml.SafeLoader  # type: ignore[misc,assignment]
+
+
+def _yaml_rows(name: str, lines: TextIO) -> Iterator[RawRow | FileProblem]:
+    # Events are read one by one and each item of the list is composed (its node keeps its
+    # start line) and constructed on its own, then dropped.
+    loader = _Loader(lines)
     try:
-        root = loader.get_single_node()
-        if root is None:
-            return ParsedFile(name, (), ())
-        root_line: int = root.start_mark.line + 1
-        items = _yaml_items(root)
-        if isinstance(items, str):
-            return _broken(name, root_line, items)
-        rows: list[RawRow] = []
-        problems: list[FileProblem] = []
-        for node in items:
+        loader.get_event()  # stream start
+        if loader.check_event(StreamEndEvent):
+            return
+        loader.get_event()  # document start
+        root_line = _next_line(loader)
+        for node in _yaml_items(loader, name, root_line):
+            if isinstance(node, FileProblem):
+                yield node
+                return
             line = node.start_mark.line + 1
             value = loader.construct_object(node, deep=True)
+            loader.constructed_objects = {}  # each item stands alone: keep nothing
             if isinstance(value, dict):
-                rows.append(RawRow(name, line, {str(k): v for k, v in value.items()}))
+                yield RawRow(name, line, {str(k): v for k, v in value.items()})
             else:
-                problems.append(FileProblem(name, line, "expected a mapping with email and topics"))
-        return ParsedFile(name, tuple(rows), tuple(problems))
+                yield FileProblem(name, line, "expected a mapping with email and topics")
+        loader.get_event()  # document end
+        if not loader.check_event(StreamEndEvent):
+            line = _next_line(loader)
+            yield FileProblem(name, line, "invalid YAML: expected a single document", True)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = mark.line + 1 if mark is not None else 1
         reason = getattr(exc, "problem", None) or str(exc)
-        return _broken(name, line, f"invalid YAML: {reason}")
+        yield FileProblem(name, line, f"invalid YAML: {reason}", True)
     finally:
         loader.dispose()
 
 
-def _yaml_items(root: yaml.Node) -> list[yaml.Node] | str:
-    """The item nodes of a top-level list or of `subscribers:`; a reason string if neither."""
-    expected = "expected a list of subscribers, or a mapping with a 'subscribers' list"
-    if isinstance(root, yaml.SequenceNode):
-        return list(root.value)
-    if isinstance(root, yaml.MappingNode):
-        keys = [k.value for k, _ in root.value]
-        if keys != ["subscribers"]:
-            extra = [k for k in keys if k != "subscribers"]
-            return f"unknown top-level key {extra[0]!r}; {expected}" if extra else expected
-        value = root.value[0][1]
-        if isinstance(value, yaml.SequenceNode):
-            return list(value.value)
-        if isinstance(value, yaml.ScalarNode) and value.value in ("", "~", "null"):
-            return []
-    return expected
+def _yaml_items(loader: _Loader, name: str, root_line: int) -> Iterator[yaml.Node | FileProblem]:
+    """The item nodes of a top-level list or of `subscribers:`, composed one at a time."""
+    if loader.check_event(SequenceStartEvent):
+        yield from _sequence_items(loader)
+        return
+    if not loader.check_event(MappingStartEvent):
+        _node(loader)
+        yield FileProblem(name, root_line, _EXPECTED, True)
+        return
+    loader.get_event()
+    if loader.check_event(MappingEndEvent):
+        yield FileProblem(name, root_line, _EXPECTED, True)
+        return
+    key = _node(loader)
+    if not (isinstance(key, yaml.ScalarNode) and key.value == "subscribers"):
+        shown = key.value if isinstance(key, yaml.ScalarNode) else "?"
+        yield FileProblem(name, root_line, f"unknown top-level key {shown!r}; {_EXPECTED}", True)
+        return
+    if loader.check_event(SequenceStartEvent):
+        yield from _sequence_items(loader)
+    elif isinstance(event := loader.peek_event(), ScalarEvent) and event.value in ("", "~", "null"):
+        loader.get_event()
+    else:
+        yield FileProblem(name, root_line, _EXPECTED, True)
+        return
+    if not loader.check_event(MappingEndEvent):
+        extra = _node(loader)
+        shown = extra.value if isinstance(extra, yaml.ScalarNode) else "?"
+        yield FileProblem(name, root_line, f"unknown top-level key {shown!r}; {_EXPECTED}", True)
+        return
+    loader.get_event()
+
+
+def _next_line(loader: _Loader) -> int:
+    event = loader.peek_event()
+    return event.start_mark.line + 1 if event is not None and event.start_mark else 1
+
+
+def _node(loader: _Loader) -> yaml.Node:
+    """The next node, composed whole (at the top level, as PyYAML composes a document)."""
+    node = loader.compose_node(None, None)  # type: ignore[arg-type]  # the stubs want an int
+    if node is None:
+        raise yaml.YAMLError("expected a node")
+    return node
+
+
+def _sequence_items(loader: _Loader) -> Iterator[yaml.Node]:
+    loader.get_event()  # sequence start
+    while not loader.check_event(SequenceEndEvent):
+        yield _node(loader)
+    loader.get_event()
 
 
 # -- CSV -----------------------------------------------------------------------
-def _read_csv(name: str, text: str) -> ParsedFile:
-    reader = csv.reader(io.StringIO(text, newline=""))
+def _csv_rows(name: str, lines: TextIO) -> Iterator[RawRow | FileProblem]:
+    reader = csv.reader(lines)
     try:
         header = next(reader, None)
         if header is None:
-            return ParsedFile(name, (), ())
+            return
         columns = [c.strip().lower() for c in header]
         for column in columns:
             if column not in ALL_COLUMNS:
-                return _broken(
-                    name, 1, f"unknown column {column!r} (valid: {', '.join(ALL_COLUMNS)})"
-                )
+                valid = ", ".join(ALL_COLUMNS)
+                yield FileProblem(name, 1, f"unknown column {column!r} (valid: {valid})", True)
+                return
         for required in ("email", "topics"):
             if required not in columns:
-                return _broken(name, 1, f"missing column {required!r} in the header")
+                yield FileProblem(name, 1, f"missing column {required!r} in the header", True)
+                return
         if len(set(columns)) != len(columns):
-            return _broken(name, 1, "a column appears twice in the header")
-        rows: list[RawRow] = []
-        problems: list[FileProblem] = []
+            yield FileProblem(name, 1, "a column appears twice in the header", True)
+            return
+        width = len(columns)
         end = reader.line_num
         for cells in reader:
             # line_num is the last line read; a quoted cell can span lines, so the row
             # starts right after the previous row ended.
             start, end = end + 1, reader.line_num
-            if not any(c.strip() for c in cells):
+            if not "".join(cells).strip():
                 continue
-            if len(cells) > len(columns):
-                problems.append(
-                    FileProblem(name, start, f"{len(cells)} cells, the header has {len(columns)}")
-                )
-                continue
-            rows.append(RawRow(name, start, dict(zip(columns, cells, strict=False))))
-        return ParsedFile(name, tuple(rows), tuple(problems))
+            if len(cells) > width:
+                yield FileProblem(name, start, f"{len(cells)} cells, the header has {width}")
+            else:
+                yield RawRow(name, start, dict(zip(columns, cells, strict=False)))
     except csv.Error as exc:
-        return _broken(name, reader.line_num or 1, f"invalid CSV: {exc}")
+        yield FileProblem(name, reader.line_num or 1, f"invalid CSV: {exc}", True)
 
 
 # -- writing (export) ----------------------------------------------------------
@@ -215,4 +294,4 @@ def _yaml_chunks(subscribers: Iterable[Subscriber]) -> Iterator[str]:
     for s in subscribers:
         item: dict[str, Any] = {k: v for k, v in export_fields(s).items() if v != ""}
         item["topics"] = list(s.topics)
-        yield yaml.safe_dump([item], sort_keys=False, allow_unicode=True, width=1000)
+        yield yaml.dump([item], Dumper=_DUMPER, sort_keys=False, allow_unicode=True, width=1000)

@@ -1,44 +1,45 @@
-"""Subscribers: the model, validation of addresses and rows, and importing files of them.
+"""Subscribers: validation of addresses and rows, and managing one subscriber at a time.
 
-An import is all or nothing: every row of every file is checked first, and the store is
-written in one transaction only when no row is invalid (or `skip_invalid` was asked for).
-An import never lifts an unsubscribe, bounce or complaint: only the subscriber can.
+Checking a row is on the path of every imported row, so what repeats across rows (a
+domain, a topic list, a time zone) is checked once and remembered; the result is the same
+as checking each row from scratch. Importing files is `subscriber_import`.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
+from functools import cache, lru_cache
 from typing import Any, Protocol
 
 from email_validator import EmailNotValidError, validate_email
 
 from digest.config import Config, check_timezone
 from digest.errors import NotFoundError, SubscriberError, UsageError
-from digest.subscriber import STATUSES, SUPPRESSED, Subscriber, SubscriberRecord
-from digest.subscriber_files import expand, read_file
+from digest.subscriber import STATUSES, Subscriber, SubscriberRecord, SubscriberRow
 
 FIELDS = (
     "email", "name", "topics", "digests", "timezone", "locale", "status",
     "consent_at", "consent_method", "consent_source", "consent_ip",
 )  # fmt: skip
+_FIELD_SET = frozenset(FIELDS)
 _LOCALE = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*$")
 _TOPIC_SEPARATORS = re.compile(r"[;|,]")
+# RFC 5322 dot-atom of ASCII characters: what email-validator accepts before the @ as is.
+_ATEXT = r"[A-Za-z0-9_!#$%&'*+\-/=?^`{|}~]+"
+_ASCII_LOCAL = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*\Z")
+_MAX_ADDRESS = 254  # octets, RFC 5321 (as email-validator counts)
+_CACHE = 4096  # distinct values remembered per check
 
 
 class SubscriberOps(Protocol):
     """The store operations on subscribers this module uses (store.subscribers implements)."""
 
     def get_by_email(self, email: str) -> Subscriber | None: ...
-    def get_many_by_email(self, emails: Iterable[str]) -> dict[str, Subscriber]: ...
     def add(self, subscriber: Subscriber, *, now: datetime) -> Subscriber: ...
-    def apply_import(
-        self, adds: Sequence[Subscriber], updates: Sequence[Subscriber], *, now: datetime
-    ) -> None: ...
     def record(self, email: str) -> SubscriberRecord | None: ...
     def delete(self, subscriber_id: int) -> bool: ...
 
@@ -52,26 +53,57 @@ class SubscriberStore(Protocol):
 
 # -- validation ------------------------------------------------------------------
 def normalize_email(value: Any) -> str:
-    """The address as stored (normalized, lower-case); ValueError says why it is not valid."""
+    """The address as stored (normalized, lower-case); ValueError says why it is not valid.
+
+    The common address (an ASCII dot-atom before the @) needs only its domain checked, and
+    a domain is checked once; anything else, and every address that fails, goes through
+    email-validator whole, so answers and messages are email-validator's.
+    """
     if not isinstance(value, str) or not value.strip():
         raise ValueError("email is missing")
+    address = value.strip()
+    local, at, domain = address.partition("@")
+    if at and _ASCII_LOCAL.match(local) and (checked := _domain(domain)) is not None:
+        normalized, longest = checked
+        if len(local) + 1 + longest <= _MAX_ADDRESS:
+            return f"{local}@{normalized}".lower()
     try:
-        checked = validate_email(value.strip(), check_deliverability=False)  # no DNS
+        validated = validate_email(address, check_deliverability=False)  # no DNS
     except EmailNotValidError as exc:
-        raise ValueError(f"invalid address {value.strip()!r}: {exc}") from None
-    return checked.normalized.lower()
+        raise ValueError(f"invalid address {address!r}: {exc}") from None
+    return validated.normalized.lower()
+
+
+@lru_cache(maxsize=_CACHE)
+def _domain(domain: str) -> tuple[str, int] | None:
+    """A valid domain's normalized form and the octets its longest form takes (as given,
+    normalized, or IDNA ASCII), or None: then the whole address goes through email-validator,
+    for its own answer and message (an @ in the domain lands here too)."""
+    try:
+        validated = validate_email(f"a@{domain}", check_deliverability=False)
+    except EmailNotValidError:
+        return None
+    forms = (domain, validated.domain, validated.ascii_domain)
+    return validated.domain, max(len(f.encode()) for f in forms)
 
 
 def check_topics(value: Any, known: Sequence[str]) -> tuple[str, ...]:
     """Topic keys from a list or a 'a;b|c' string, each one of `known`; at least one."""
     if isinstance(value, str):
-        items: list[Any] = _TOPIC_SEPARATORS.split(value)
-    elif isinstance(value, list | tuple):
-        items = list(value)
-    elif value is None:
-        items = []
-    else:
-        raise ValueError("topics: expected a list or a ';'-separated string")
+        return _topics_text(value, tuple(known))
+    if isinstance(value, list | tuple):
+        return _topic_keys(list(value), known)
+    if value is None:
+        return _topic_keys([], known)
+    raise ValueError("topics: expected a list or a ';'-separated string")
+
+
+@lru_cache(maxsize=_CACHE)
+def _topics_text(value: str, known: tuple[str, ...]) -> tuple[str, ...]:
+    return _topic_keys(_TOPIC_SEPARATORS.split(value), known)
+
+
+def _topic_keys(items: list[Any], known: Sequence[str]) -> tuple[str, ...]:
     topics: list[str] = []
     for item in items:
         key = str(item).strip().lower()
@@ -110,10 +142,21 @@ def check_status(value: str) -> str:
     return value
 
 
-def _text(fields: Mapping[str, Any], key: str) -> str:
-    value = fields.get(key)
+_zone = lru_cache(maxsize=_CACHE)(check_timezone)
+
+
+@lru_cache(maxsize=_CACHE)
+def _locale(value: str) -> str:
+    if not _LOCALE.match(value):
+        raise ValueError(f"locale: {value!r} is not a language tag such as en or pt-BR")
+    return value
+
+
+def _text(value: Any, key: str) -> str:
     if value is None:
         return ""
+    if isinstance(value, str):
+        return value.strip()
     if isinstance(value, dict | list):
         raise ValueError(f"{key}: expected text")
     return str(value).strip()
@@ -142,185 +185,81 @@ class Consent:
     source: str
 
 
-def validate_row(
-    fields: Mapping[str, Any], config: Config, consent: Consent
-) -> tuple[Subscriber, frozenset[str]]:
-    """A Subscriber from one row, and the fields the row gave; ValueError says what is wrong."""
-    unknown = [k for k in fields if k not in FIELDS]
-    if unknown:
+@dataclass(frozen=True)
+class RowRules:
+    """What a row is checked against, taken from the config once."""
+
+    topics: tuple[str, ...]
+    digests: tuple[str, ...]
+    timezone: str
+
+    @classmethod
+    def of(cls, config: Config) -> RowRules:
+        return cls(
+            topics=tuple(t.key for t in config.topics),
+            digests=tuple(d.key for d in config.digests),
+            timezone=config.site.timezone,
+        )
+
+
+def check_row(fields: Mapping[str, Any], rules: RowRules, consent: Consent) -> SubscriberRow:
+    """One row checked field by field, with `consent` where it gives none of its own;
+    ValueError says what is wrong."""
+    if not _FIELD_SET.issuperset(fields):
+        unknown = [k for k in fields if k not in _FIELD_SET]
         raise ValueError(f"unknown field {unknown[0]!r} (valid: {', '.join(FIELDS)})")
-    email = normalize_email(fields.get("email"))
-    topics = check_topics(fields.get("topics"), [t.key for t in config.topics])
-    digests = check_digests(fields.get("digests"), [d.key for d in config.digests])
-    given = frozenset(k for k in FIELDS if _text_or_value(fields.get(k)))
-    name = _text(fields, "name")
+    get = fields.get
+    email = normalize_email(get("email"))
+    topics = check_topics(get("topics"), rules.topics)
+    digests = check_digests(get("digests"), rules.digests)
+    name = _text(get("name"), "name")
     if len(name) > 200:
         raise ValueError("name: longer than 200 characters")
-    timezone = check_timezone(_text(fields, "timezone") or config.site.timezone)
-    locale = _text(fields, "locale") or "en"
-    if not _LOCALE.match(locale):
-        raise ValueError(f"locale: {locale!r} is not a language tag such as en or pt-BR")
-    status = check_status(_text(fields, "status").lower() or "active")
-    ip = _text(fields, "consent_ip")
+    zone = _text(get("timezone"), "timezone")
+    timezone = _zone(zone or rules.timezone)
+    locale_text = _text(get("locale"), "locale")
+    locale = _locale(locale_text or "en")
+    status_text = _text(get("status"), "status")
+    status = check_status(status_text.lower() or "active")
+    ip = _text(get("consent_ip"), "consent_ip")
     if ip:
         try:
             ipaddress.ip_address(ip)
         except ValueError:
             raise ValueError(f"consent_ip: {ip!r} is not an IP address") from None
-    at = _consent_at(fields.get("consent_at"))
-    subscriber = Subscriber(
-        email=email,
-        name=name,
-        topics=topics,
-        digests=digests,
-        timezone=timezone,
-        locale=locale,
-        status=status,
-        consent_at=at or consent.at,
-        consent_method=_text(fields, "consent_method") or consent.method,
-        consent_source=_text(fields, "consent_source") or consent.source,
-        consent_ip=ip,
-    )
-    return subscriber, given
+    consent_at = _consent_at(get("consent_at"))
+    method = _text(get("consent_method"), "consent_method")
+    source = _text(get("consent_source"), "consent_source")
+    given = _given((
+        bool(name), _text_or_value(get("digests")), bool(zone), bool(locale_text),
+        bool(status_text), consent_at is not None, bool(method), bool(source), bool(ip),
+    ))  # fmt: skip
+    return SubscriberRow(
+        email, name, topics, digests, timezone, locale, status, consent_at or consent.at,
+        method or consent.method, source or consent.source, ip, given,
+    )  # fmt: skip
+
+
+def validate_row(
+    fields: Mapping[str, Any], config: Config, consent: Consent
+) -> tuple[Subscriber, frozenset[str]]:
+    """A Subscriber from one row, and the fields the row gave; ValueError says what is wrong."""
+    row = check_row(fields, RowRules.of(config), consent)
+    return row.subscriber(), row.given
+
+
+# Besides email and topics (always there in a valid row), in the order of _given's flags.
+_OPTIONAL = ("name", "digests", "timezone", "locale", "status", "consent_at",
+             "consent_method", "consent_source", "consent_ip")  # fmt: skip
+
+
+@cache  # at most 2**9 sets, one object each
+def _given(flags: tuple[bool, ...]) -> frozenset[str]:
+    return frozenset(("email", "topics", *(n for n, f in zip(_OPTIONAL, flags, strict=True) if f)))
 
 
 def _text_or_value(value: Any) -> bool:
     return value not in (None, "", [], ()) and not (isinstance(value, str) and not value.strip())
-
-
-# -- import ------------------------------------------------------------------------
-@dataclass(frozen=True)
-class RowRef:
-    """A row that went in (or would have): where it is and whose it is."""
-
-    file: str
-    line: int
-    email: str
-    note: str = ""  # for kept rows: the status that was kept
-
-
-@dataclass(frozen=True)
-class InvalidRow:
-    file: str
-    line: int
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.reason}"
-
-
-@dataclass(frozen=True)
-class ImportReport:
-    """What an import did, row by row; `applied` is False for a dry run or a refused import."""
-
-    files: tuple[str, ...]
-    added: tuple[RowRef, ...]
-    updated: tuple[RowRef, ...]
-    unchanged: tuple[RowRef, ...]
-    kept: tuple[RowRef, ...]  # known unsubscribed/bounced/complained: status left as it was
-    invalid: tuple[InvalidRow, ...]
-    applied: bool
-
-
-def import_subscribers(
-    config: Config,
-    store: SubscriberStore,
-    paths: Iterable[str | Path],
-    *,
-    now: datetime,
-    skip_invalid: bool = False,
-    dry_run: bool = False,
-) -> ImportReport:
-    """Add or update the subscribers listed in YAML/CSV files (a directory: every file in it).
-
-    Nothing is written when a row is invalid, unless `skip_invalid`; then the valid rows
-    go in and the invalid ones are listed. The write is one transaction.
-    """
-    given = list(paths)
-    for raw in given:
-        if not Path(raw).exists():
-            raise SubscriberError(str(raw), "no such file or directory")
-    files = expand(given)
-    if not files:
-        raise SubscriberError(", ".join(map(str, given)), "no *.yaml, *.yml or *.csv files")
-    rows: list[tuple[str, int, Subscriber, frozenset[str]]] = []
-    invalid: list[InvalidRow] = []
-    first_seen: dict[str, tuple[str, int]] = {}
-    for path in files:
-        parsed = read_file(path)
-        invalid.extend(InvalidRow(p.file, p.line, p.reason) for p in parsed.problems)
-        consent = Consent(at=now, method="import", source=path.name)
-        for raw_row in parsed.rows:
-            try:
-                subscriber, fields_given = validate_row(raw_row.fields, config, consent)
-            except ValueError as exc:
-                invalid.append(InvalidRow(raw_row.file, raw_row.line, str(exc)))
-                continue
-            seen = first_seen.get(subscriber.email)
-            if seen is not None:
-                where = f"{seen[0]}:{seen[1]} and {raw_row.file}:{raw_row.line}"
-                invalid.append(
-                    InvalidRow(
-                        raw_row.file, raw_row.line, f"{subscriber.email} appears twice: {where}"
-                    )
-                )
-                continue
-            first_seen[subscriber.email] = (raw_row.file, raw_row.line)
-            rows.append((raw_row.file, raw_row.line, subscriber, fields_given))
-
-    existing = store.subscribers.get_many_by_email([r[2].email for r in rows])
-    adds: list[Subscriber] = []
-    changes: list[Subscriber] = []
-    out: dict[str, list[RowRef]] = {"added": [], "updated": [], "unchanged": [], "kept": []}
-    for file, line, subscriber, fields_given in rows:
-        old = existing.get(subscriber.email)
-        if old is None:
-            adds.append(subscriber)
-            out["added"].append(RowRef(file, line, subscriber.email))
-            continue
-        merged, kind = merge(old, subscriber, fields_given)
-        if merged != old:
-            changes.append(merged)
-        note = old.status if kind == "kept" else ""
-        out[kind].append(RowRef(file, line, subscriber.email, note))
-
-    apply = not dry_run and (skip_invalid or not invalid)
-    if apply and (adds or changes):
-        store.subscribers.apply_import(adds, changes, now=now)
-    return ImportReport(
-        files=tuple(str(f) for f in files),
-        added=tuple(out["added"]),
-        updated=tuple(out["updated"]),
-        unchanged=tuple(out["unchanged"]),
-        kept=tuple(out["kept"]),
-        invalid=tuple(invalid),
-        applied=apply,
-    )
-
-
-def merge(old: Subscriber, row: Subscriber, given: frozenset[str]) -> tuple[Subscriber, str]:
-    """The stored subscriber updated from an import row, and whether it was updated,
-    unchanged, or kept (a suppressed status the row would have lifted)."""
-    changes: dict[str, Any] = {}
-    for name in ("name", "topics", "digests", "timezone", "locale"):
-        if (name in given or name == "topics") and getattr(row, name) != getattr(old, name):
-            changes[name] = getattr(row, name)
-    kept = old.status in SUPPRESSED and row.status != old.status
-    # A confirmed opt-in is not undone by a list that still says "pending".
-    undoes_opt_in = old.status == "active" and row.status == "pending"
-    if not kept and "status" in given and row.status != old.status and not undoes_opt_in:
-        changes["status"] = row.status
-    if not kept and old.consent_at is None and row.consent_at is not None:
-        changes.update(
-            consent_at=row.consent_at,
-            consent_method=row.consent_method,
-            consent_source=row.consent_source,
-            consent_ip=row.consent_ip,
-        )
-    merged = replace(old, **changes)
-    if kept:
-        return merged, "kept"
-    return merged, "updated" if changes else "unchanged"
 
 
 # -- one subscriber at a time (the CLI) ------------------------------------------

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import html
 import re
+import select
+import time
 from datetime import UTC, datetime
 from email import message_from_bytes
 from email.message import Message
@@ -100,6 +102,102 @@ def test_one_click_post_is_idempotent_and_keeps_the_first_reason(
     assert again.status_code == 200
     assert store.subscribers.get(ana.id or 0).status == "unsubscribed"  # type: ignore[union-attr]
     assert status_reason(store, ana.id or 0) == "unsubscribe page"
+
+
+def test_one_click_post_is_one_short_write(
+    client: FlaskClient, store: Store, ana: Subscriber
+) -> None:
+    from sqlalchemy import event
+
+    statements: list[str] = []
+    commits: list[bool] = []
+    event.listen(store.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    event.listen(store.engine, "commit", lambda _conn: commits.append(True))
+
+    answer = client.post(f"/u/{token('unsubscribe', ana)}", data={"List-Unsubscribe": "One-Click"})
+
+    assert answer.status_code == 200 and "ana@example.com" in answer.get_data(as_text=True)
+    assert [s.split()[0] for s in statements] == ["UPDATE"] and len(commits) == 1
+    statements.clear()
+    again = client.post(f"/u/{token('unsubscribe', ana)}", data={"List-Unsubscribe": "One-Click"})
+    assert again.status_code == 200 and [s.split()[0] for s in statements] == ["UPDATE", "SELECT"]
+
+
+def test_one_click_post_for_an_unknown_subscriber_is_a_bad_link(
+    client: FlaskClient, store: Store
+) -> None:
+    answer = client.post(f"/u/{make_token(SECRET, 'unsubscribe', 999_999)}", data={})
+    assert answer.status_code == 400
+    assert "This link does not work" in answer.get_data(as_text=True)
+
+
+def test_one_click_post_waits_out_another_writer(
+    client: FlaskClient, store: Store, ana: Subscriber
+) -> None:
+    """Another command holds the write lock (SQLite: the whole file; PostgreSQL: the row);
+    the POST waits for it, then unsubscribes."""
+    import threading
+
+    from sqlalchemy import text
+
+    holding = threading.Event()
+
+    def hold() -> None:
+        with store.engine.begin() as conn:
+            conn.execute(text("UPDATE subscribers SET name = name WHERE id = :i"), {"i": ana.id})
+            holding.set()
+            time.sleep(0.5)
+
+    writer = threading.Thread(target=hold)
+    writer.start()
+    try:
+        assert holding.wait(10)
+        answer = client.post(
+            f"/u/{token('unsubscribe', ana)}", data={"List-Unsubscribe": "One-Click"}
+        )
+    finally:
+        writer.join(10)
+    assert answer.status_code == 200
+    assert store.subscribers.get(ana.id or 0).status == "unsubscribed"  # type: ignore[union-attr]
+
+
+def test_serve_runs_the_configured_number_of_threads(project: Path) -> None:
+    """waitress starts its worker threads at once: `web.threads`, or `--threads` over it."""
+    import os
+    import subprocess
+    import sys
+
+    import psutil
+
+    config = project / "digest.yaml"
+    config.write_text(config.read_text() + "\nweb:\n  threads: 3\n")
+
+    def threads(*extra: str) -> tuple[int, str]:
+        command = ["--config", str(config), "serve", "--port", "0", *extra]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "digest", *command],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, "DIGEST_SECRET": SECRET},
+        )  # fmt: skip
+        try:
+            assert proc.stdout is not None
+            ready, _, _ = select.select([proc.stdout], [], [], 30)
+            line = proc.stdout.readline() if ready else ""
+            assert "serving Prism Weekly on http://127.0.0.1:" in line, line
+            return psutil.Process(proc.pid).num_threads(), line
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+    configured, line = threads()
+    assert "(3 threads)" in line
+    overridden, line = threads("--threads", "7")
+    assert "(7 threads)" in line
+    assert overridden - configured == 4
 
 
 def test_topic_only_unsubscribe_keeps_the_other_topics(

@@ -17,18 +17,23 @@ from digest.cli import Env, pass_env
     help="Port to listen on; 0 picks a free one (printed on start).",
 )
 @click.option(
+    "--threads",
+    type=click.IntRange(1, 256),
+    help="Worker threads; default web.threads in digest.yaml (4).",
+)
+@click.option(
     "--debug",
     "debug_server",
     is_flag=True,
     help="Use Flask's development server with its debugger (never in production).",
 )
 @pass_env
-def serve(env: Env, host: str, port: int, debug_server: bool) -> None:
+def serve(env: Env, host: str, port: int, threads: int | None, debug_server: bool) -> None:
     """Serve unsubscribe, preference and signup pages and the SendGrid webhook.
 
     \b
     Example:
-      digest serve --host 0.0.0.0 --port 8080
+      digest serve --host 0.0.0.0 --port 8080 --threads 16
     """
     from waitress.server import create_server  # type: ignore[import-untyped]
 
@@ -38,8 +43,18 @@ def serve(env: Env, host: str, port: int, debug_server: bool) -> None:
     if debug_server:
         app.run(host=host, port=port, debug=True, use_reloader=False)
         return
-    server = create_server(app, host=host, port=port)
-    click.echo(f"serving {env.config.site.name} on http://{host}:{server.effective_port}")
+    settings = env.config.web
+    server = create_server(
+        app,
+        host=host,
+        port=port,
+        threads=threads or settings.threads,
+        connection_limit=settings.connection_limit,
+    )
+    click.echo(
+        f"serving {env.config.site.name} on http://{host}:{server.effective_port} "
+        f"({threads or settings.threads} threads)"
+    )
     try:
         server.run()
     except KeyboardInterrupt:

@@ -13,15 +13,10 @@ import click
 
 from digest.cli import Env, pass_env
 from digest.errors import ExitCode
+from digest.subscriber import STATUSES
 from digest.subscriber_files import export_fields, write_csv, write_yaml
-from digest.subscribers import (
-    STATUSES,
-    ImportReport,
-    add_subscriber,
-    find_subscriber,
-    import_subscribers,
-    remove_subscriber,
-)
+from digest.subscriber_import import RowOutcome, import_subscribers
+from digest.subscribers import add_subscriber, find_subscriber, remove_subscriber
 
 _status = click.Choice(STATUSES)
 
@@ -49,35 +44,35 @@ def import_(
     Example:
       digest subscribers import subscribers/ --skip-invalid
     """
+    out, err = sys.stdout, sys.stderr
+
+    def show(row: RowOutcome) -> None:
+        # Rows are printed as they are decided (invalid ones during the check, the others
+        # after their chunk was written): a million-row import holds none of them.
+        if row.kind == "invalid":
+            err.write(f"invalid    {row.file}:{row.line}: {row.note}\n")
+        elif row.kind == "kept":
+            out.write(f"kept       {row.file}:{row.line}  {row.email}  (kept {row.note})\n")
+        elif row.kind != "unchanged":
+            out.write(f"{row.kind:<10} {row.file}:{row.line}  {row.email}\n")
+
     report = import_subscribers(
-        env.config, env.store, paths, now=env.now(), skip_invalid=skip_invalid, dry_run=dry_run
+        env.config, env.store, paths, now=env.now(), skip_invalid=skip_invalid,
+        dry_run=dry_run, on_row=show,
+    )  # fmt: skip
+    verb = "imported" if report.applied else "would import (nothing changed)"
+    click.echo(
+        f"{verb}: {report.added} added, {report.updated} updated, "
+        f"{report.unchanged} unchanged, {report.kept} kept suppressed, {report.invalid} invalid"
+        + (" (skipped)" if report.applied and report.invalid else "")
     )
-    _print_report(report)
     if report.invalid and not skip_invalid:
         click.echo(
-            f"error: {len(report.invalid)} invalid row(s); nothing was imported "
+            f"error: {report.invalid} invalid row(s); nothing was imported "
             "(fix them, or pass --skip-invalid)",
             err=True,
         )
         ctx.exit(int(ExitCode.BAD_INPUT))
-
-
-def _print_report(report: ImportReport) -> None:
-    for ref in report.added:
-        click.echo(f"added      {ref.file}:{ref.line}  {ref.email}")
-    for ref in report.updated:
-        click.echo(f"updated    {ref.file}:{ref.line}  {ref.email}")
-    for ref in report.kept:
-        click.echo(f"kept       {ref.file}:{ref.line}  {ref.email}  (kept {ref.note})")
-    for bad in report.invalid:
-        click.echo(f"invalid    {bad}", err=True)
-    verb = "imported" if report.applied else "would import (nothing changed)"
-    click.echo(
-        f"{verb}: {len(report.added)} added, {len(report.updated)} updated, "
-        f"{len(report.unchanged)} unchanged, {len(report.kept)} kept suppressed, "
-        f"{len(report.invalid)} invalid"
-        + (" (skipped)" if report.applied and report.invalid else "")
-    )
 
 
 @contextmanager

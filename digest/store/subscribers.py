@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, Row, func, select
+from sqlalchemy import Column, Connection, Dialect, Engine, Row, bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 
 from digest.errors import DigestError
+from digest.store.busy import retry_locked
 from digest.store.schema import changed, deliveries, subscribers
-from digest.subscriber import Subscriber, SubscriberRecord
+from digest.subscriber import SUPPRESSED, Subscriber, SubscriberRecord, SubscriberRow
 
 LOOKUP_CHUNK = 500  # addresses per IN (...) query, well under every driver's limit
 
@@ -49,12 +52,73 @@ def _values(s: Subscriber) -> dict[str, Any]:
     }
 
 
-IMPORT_CHUNK = 2000  # rows written per transaction
+# Built once: the one-click path runs them under load, and building costs more than running.
+_UNSUBSCRIBE = (
+    subscribers.update()
+    .where(subscribers.c.id == bindparam("sid"))
+    .where(subscribers.c.status.not_in(sorted(SUPPRESSED)))
+    .values(status="unsubscribed", status_reason=bindparam("why"), updated_at=bindparam("at"))
+    .returning(subscribers.c.email)
+)
+_EMAIL_OF = select(subscribers.c.email).where(subscribers.c.id == bindparam("sid"))
+# One statement for any list (a literal list each time made the compiled cache keep them).
+_BY_EMAILS = select(subscribers).where(subscribers.c.email.in_(bindparam("emails", expanding=True)))
+# Executed with many parameter sets: the SET clause is every column each set names.
+_UPDATE = subscribers.update().where(subscribers.c.id == bindparam("_id"))
+# Every column an import sets, in the table's order (the compiled INSERT's order).
+_INSERTED = (*SubscriberRow._fields[:7], "status_reason", *SubscriberRow._fields[7:11],
+             "created_at", "updated_at")  # fmt: skip
+
+
+class _Converted(dict[Any, Any]):
+    """One column's values as the driver takes them, each distinct value converted once."""
+
+    def __init__(self, column: Column[Any], dialect: Dialect) -> None:
+        super().__init__()
+        self._convert = column.type.dialect_impl(dialect).bind_processor(dialect)
+
+    def __missing__(self, value: Any) -> Any:
+        plain = list(value) if isinstance(value, tuple) else value
+        self[value] = converted = self._convert(plain) if self._convert else plain
+        return converted
+
+
+def _insert_many(conn: Connection, rows: Sequence[SubscriberRow], now: datetime) -> None:
+    """INSERT `rows` through the driver's executemany, each distinct value converted once.
+
+    SQLAlchemy's executemany converts every parameter of every row in Python (most of an
+    import's time); this sends the same statement, with the same conversions (from the
+    column types, for this dialect), applied once per distinct topics list or time stamp.
+    """
+    dialect = conn.dialect
+    compiled = subscribers.insert().compile(
+        dialect=dialect, column_keys=list(_INSERTED), for_executemany=True
+    )
+    if compiled.positiontup is not None and list(compiled.positiontup) != list(_INSERTED):
+        raise RuntimeError(f"unexpected INSERT parameter order: {compiled.positiontup}")
+    topics_of = _Converted(subscribers.c.topics, dialect)
+    digests_of = _Converted(subscribers.c.digests, dialect)
+    time_of = _Converted(subscribers.c.consent_at, dialect)
+    stamp = time_of[now]
+    params: list[Any] = [
+        (email, name, topics_of[topics], digests_of[digests or None], zone, locale, status, "",
+         time_of[consent_at], method, source, ip, stamp, stamp)
+        for email, name, topics, digests, zone, locale, status, consent_at, method, source, ip, _
+        in rows
+    ]  # fmt: skip
+    if compiled.positiontup is None:  # named parameters (PostgreSQL's pyformat)
+        params = [dict(zip(_INSERTED, p, strict=True)) for p in params]
+    conn.exec_driver_sql(compiled.string, params)
 
 
 class SubscriberStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # SQLite has one writer: this process's threads (the web server's) take turns here
+        # rather than poll SQLite's lock, whose busy handler sleeps up to 100 ms a try.
+        self._writing: AbstractContextManager[Any] = (
+            threading.Lock() if engine.dialect.name == "sqlite" else nullcontext()
+        )
 
     def get(self, subscriber_id: int) -> Subscriber | None:
         with self.engine.connect() as conn:
@@ -88,6 +152,22 @@ class SubscriberStore:
                 .where(subscribers.c.id == subscriber.id)
                 .values(**_values(subscriber), updated_at=now)
             )
+
+    def unsubscribe(self, subscriber_id: int, *, reason: str, now: datetime) -> str | None:
+        """One-click unsubscribe in one short write; the subscriber's address, or None if
+        there is no such subscriber. A suppressed status (an earlier unsubscribe, a bounce,
+        a complaint) is kept with its reason: it says more than a later click."""
+
+        def write() -> str | None:
+            with self.engine.begin() as conn:
+                given = {"sid": subscriber_id, "why": reason, "at": now}
+                email = conn.execute(_UNSUBSCRIBE, given).scalar()
+                if email is None:  # already suppressed, or unknown
+                    email = conn.execute(_EMAIL_OF, given).scalar()
+            return email
+
+        with self._writing:
+            return retry_locked(write, what="unsubscribe")
 
     def set_status(self, subscriber_id: int, status: str, *, reason: str, now: datetime) -> bool:
         """Change a subscriber's status; False if there is no such subscriber."""
@@ -133,47 +213,37 @@ class SubscriberStore:
         found: dict[str, Subscriber] = {}
         with self.engine.connect() as conn:
             for i in range(0, len(wanted), LOOKUP_CHUNK):
-                query = select(subscribers).where(
-                    subscribers.c.email.in_(wanted[i : i + LOOKUP_CHUNK])
-                )
-                for row in conn.execute(query):
+                for row in conn.execute(_BY_EMAILS, {"emails": wanted[i : i + LOOKUP_CHUNK]}):
                     found[row.email] = _to_subscriber(row)
         return found
 
-    def apply_import(
-        self, adds: Sequence[Subscriber], updates: Sequence[Subscriber], *, now: datetime
+    def write_import(
+        self, adds: Sequence[SubscriberRow], updates: Sequence[Subscriber], *, now: datetime
     ) -> None:
-        """Insert `adds` and rewrite `updates` (matched by id), IMPORT_CHUNK rows per commit.
+        """Insert `adds` and rewrite `updates` (matched by id) in one short transaction.
 
-        Short transactions keep SQLite's single writer free for a send running meanwhile.
-        The rows were all checked before the first write; importing the same file again
-        after a failure part way only adds or rewrites what is still different.
+        The importer hands over a chunk at a time, so SQLite's single writer is free again
+        soon for a send running meanwhile; a locked database is waited for and the chunk
+        tried again. Every row was checked before the first chunk was written.
         """
-        done = 0
-        try:
-            for start in range(0, len(adds), IMPORT_CHUNK):
-                with self.engine.begin() as conn:
+
+        def write() -> None:
+            with self.engine.begin() as conn:
+                if adds:
+                    _insert_many(conn, adds, now)
+                if updates:
                     conn.execute(
-                        subscribers.insert(),
-                        [
-                            {**_values(s), "created_at": now, "updated_at": now}
-                            for s in adds[start : start + IMPORT_CHUNK]
-                        ],
+                        _UPDATE,
+                        [{**_values(s), "updated_at": now, "_id": s.id} for s in updates],
                     )
-                done += len(adds[start : start + IMPORT_CHUNK])
-            for start in range(0, len(updates), IMPORT_CHUNK):
-                with self.engine.begin() as conn:
-                    for s in updates[start : start + IMPORT_CHUNK]:
-                        conn.execute(
-                            subscribers.update()
-                            .where(subscribers.c.id == s.id)
-                            .values(**_values(s), updated_at=now)
-                        )
-                done += len(updates[start : start + IMPORT_CHUNK])
+
+        try:
+            retry_locked(write, what="subscriber import")
         except IntegrityError:
             # Someone signed up with one of these addresses while the import ran.
             raise DigestError(
-                f"subscribers changed while importing; {done} rows were written before that",
+                "subscribers changed while importing (an address in this chunk was added "
+                "meanwhile); the rows reported above were written",
                 hint="run the import again: it writes only what is still missing",
             ) from None
 

@@ -36,6 +36,7 @@ class WebSubscribers(Protocol):
     def set_status(
         self, subscriber_id: int, status: str, *, reason: str, now: datetime
     ) -> bool: ...
+    def unsubscribe(self, subscriber_id: int, *, reason: str, now: datetime) -> str | None: ...
 
 
 class WebStore(Protocol):

@@ -8,7 +8,8 @@ from flask import Blueprint, render_template, request
 
 from digest.config import Config
 from digest.errors import InputError
-from digest.subscriber import SUPPRESSED, Subscriber
+from digest.subscriber import SUPPRESSED
+from digest.tokens import BadToken, read_token
 from digest.web.context import subscriber_for, web
 
 bp = Blueprint("unsubscribe", __name__)
@@ -31,39 +32,47 @@ def page(token: str) -> str:
 def unsubscribe(token: str) -> str:
     """One-click: the signed token is the credential and POST is the intent; no cookie, no redirect.
 
-    Mail clients send `List-Unsubscribe=One-Click` (urlencoded or multipart); our own page
+    Mail clients send `List-Unsubscribe=One-Click` (urlencoded or multipart): that is one
+    short write and nothing else, as a mail provider may send many at once. Our own page
     sends `via=page`, and optionally `topic` to leave one section only.
     """
-    subscriber, payload = subscriber_for("unsubscribe", token)
     ctx = web()
-    topic = request.form.get("topic")
     reason = "unsubscribe page" if request.form.get("via") == "page" else "one-click"
+    topic = request.form.get("topic")
     if topic:
-        if not _known(ctx.config, topic):
-            raise InputError("topic", f"unknown topic {topic!r}")
-        left = tuple(k for k in subscriber.topics if k != topic)
-        if left:
-            if left != subscriber.topics:
-                ctx.store.subscribers.update(replace(subscriber, topics=left), now=ctx.now())
-            return render_template(
-                "unsubscribed.html", subscriber=subscriber, topic=ctx.config.topic(topic)
-            )
-    _unsubscribe(subscriber, reason)
+        return _leave_topic(token, topic, reason)
+    payload = read_token(ctx.secret, "unsubscribe", token)
+    email = ctx.store.subscribers.unsubscribe(payload["s"], reason=reason, now=ctx.now())
+    if email is None:
+        # Same answer as a bad signature: a link must not reveal which ids exist.
+        raise BadToken("this link is not valid (it was changed, or is for something else)")
     return render_template(
         "unsubscribed.html",
-        subscriber=subscriber,
+        email=email,
         topic=None,
         digest_names=_digest_names(ctx.config, str(payload.get("e", ""))),
     )
 
 
-def _unsubscribe(subscriber: Subscriber, reason: str) -> None:
-    # Idempotent: an address that is already suppressed keeps its first status and reason
-    # (a bounce or complaint says more than a later unsubscribe click).
-    if subscriber.status in SUPPRESSED or subscriber.id is None:
-        return
+def _leave_topic(token: str, topic: str, reason: str) -> str:
+    subscriber, payload = subscriber_for("unsubscribe", token)
     ctx = web()
-    ctx.store.subscribers.set_status(subscriber.id, "unsubscribed", reason=reason, now=ctx.now())
+    if not _known(ctx.config, topic):
+        raise InputError("topic", f"unknown topic {topic!r}")
+    left = tuple(k for k in subscriber.topics if k != topic)
+    if not left:  # the last topic: leaving it is unsubscribing
+        email = ctx.store.subscribers.unsubscribe(payload["s"], reason=reason, now=ctx.now())
+        return render_template(
+            "unsubscribed.html",
+            email=email or subscriber.email,
+            topic=None,
+            digest_names=_digest_names(ctx.config, str(payload.get("e", ""))),
+        )
+    if left != subscriber.topics:
+        ctx.store.subscribers.update(replace(subscriber, topics=left), now=ctx.now())
+    return render_template(
+        "unsubscribed.html", email=subscriber.email, topic=ctx.config.topic(topic)
+    )
 
 
 def _known(config: Config, topic: str) -> bool:

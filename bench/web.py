@@ -1,0 +1,197 @@
+"""One-click unsubscribes under load: 200 concurrent POSTs against `digest serve`.
+
+A temp project gets a real SQLite store of subscribers (imported from a generated CSV)
+and real signed unsubscribe tokens. `digest serve` runs as a child process; this process
+sends rounds of 200 concurrent RFC 8058 POSTs (each on its own connection, as mail
+providers do), each to a different subscriber, and prints req/s and p50/p99 latency.
+The same run measures waitress's own defaults (4 threads, 100 connections) as the
+reference, then `web.threads` settings.
+
+    python bench/web.py
+    python bench/web.py --threads 8 16 --rounds 10
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# bench/select.py would shadow the standard `select` module (asyncio needs it).
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import re  # noqa: E402
+import select  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import urllib.request  # noqa: E402
+from datetime import UTC, datetime  # noqa: E402
+
+from digest.config import load_config  # noqa: E402
+from digest.store import open_store  # noqa: E402
+from digest.subscriber_import import import_subscribers  # noqa: E402
+from digest.tokens import make_token  # noqa: E402
+
+SECRET = "bench-secret-0123456789"
+CONCURRENCY = 200
+BODY = b"List-Unsubscribe=One-Click"
+TIMEOUT = 60.0  # seconds for any one request, and for the server to start or stop
+
+
+def _project(folder: Path, threads: int, connection_limit: int) -> Path:
+    text = (ROOT / "digest.yaml").read_text(encoding="utf-8")
+    text = re.sub(r"(?m)^store: .*$", "store: sqlite:///digest.db", text)
+    text = re.sub(r"(?m)^web:\n", "", text)
+    text += f"\nweb:\n  threads: {threads}\n  connection_limit: {connection_limit}\n"
+    (folder / "digest.yaml").write_text(text, encoding="utf-8")
+    return folder / "digest.yaml"
+
+
+def _fill(config_path: Path, n: int) -> list[int]:
+    """N subscribers through the real import; their ids."""
+    lines = ["email,name,topics"] + [f"reader{i}@example.org,Reader {i},tech" for i in range(n)]
+    csv_path = config_path.parent / "readers.csv"
+    csv_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    config = load_config(config_path)
+    store = open_store(config.store_url)
+    import_subscribers(config, store, [csv_path], now=datetime.now(UTC))
+    ids = [s.id for s in store.subscribers.iter_all() if s.id is not None]
+    store.close()
+    return ids
+
+
+def _serve(config_path: Path) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "digest", "--config", str(config_path), "serve", "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "DIGEST_SECRET": SECRET},
+    )  # fmt: skip
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], TIMEOUT)
+    line = proc.stdout.readline() if ready else ""
+    found = re.search(r"http://127\.0\.0\.1:(\d+)", line)
+    if not found:
+        proc.kill()
+        raise SystemExit(f"digest serve did not start: {line!r}")
+    base = found.group(0)
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{base}/healthz", timeout=1):
+                return proc, base
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("digest serve never answered /healthz")
+
+
+async def _post(port: int, token: str) -> tuple[float, int]:
+    """One one-click POST on its own connection: seconds until the whole answer, status."""
+    start = time.perf_counter()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        f"POST /u/{token} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\n"
+        f"Content-Length: {len(BODY)}\r\nConnection: close\r\n\r\n".encode()
+        + BODY
+    )
+    await writer.drain()
+    answer = await reader.read()
+    writer.close()
+    status = int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.1 ") else 0
+    return time.perf_counter() - start, status
+
+
+async def _rounds(port: int, tokens: list[str]) -> tuple[list[float], int, float]:
+    """Rounds of CONCURRENCY simultaneous POSTs; latencies, failures, wall seconds."""
+    latencies: list[float] = []
+    failed = 0
+    start = time.perf_counter()
+    for first in range(0, len(tokens), CONCURRENCY):
+        batch = tokens[first : first + CONCURRENCY]
+        done = await asyncio.wait_for(
+            asyncio.gather(*(_post(port, t) for t in batch), return_exceptions=True), TIMEOUT
+        )
+        for result in done:
+            if isinstance(result, BaseException) or result[1] != 200:
+                failed += 1
+            else:
+                latencies.append(result[0])
+    return latencies, failed, time.perf_counter() - start
+
+
+def _percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] if ordered else 0.0
+
+
+def _machine() -> str:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+    return (f"{platform.platform()}; {cpu}; {os.cpu_count()} cores; "
+            f"Python {platform.python_version()}; load {load} (1, 5, 15 min)")  # fmt: skip
+
+
+def _measure(label: str, threads: int, limit: int, rounds: int, subscribers: int) -> None:
+    folder = Path(tempfile.mkdtemp(prefix="digest-bench-web-"))
+    try:
+        config_path = _project(folder, threads, limit)
+        ids = _fill(config_path, subscribers)
+        tokens = [make_token(SECRET, "unsubscribe", i, e="weekly/2026-W48") for i in ids]
+        tokens = tokens[: rounds * CONCURRENCY]
+        proc, base = _serve(config_path)
+        try:
+            port = int(base.rsplit(":", 1)[1])
+            latencies, failed, seconds = asyncio.run(_rounds(port, tokens))
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=TIMEOUT)
+        store = open_store(load_config(config_path).store_url)
+        unsubscribed = store.subscribers.count(status="unsubscribed")
+        store.close()
+        done = len(latencies)
+        print(f"{label:<44} {done + failed:>5} POSTs {done / seconds:7.0f} req/s  "
+              f"p50 {_percentile(latencies, 50) * 1000:6.0f} ms  "
+              f"p99 {_percentile(latencies, 99) * 1000:6.0f} ms  failed {failed}  "
+              f"unsubscribed {unsubscribed}", flush=True)  # fmt: skip
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, nargs="+", default=[8, 16])
+    parser.add_argument("--rounds", type=int, default=5, help="bursts of 200 POSTs each")
+    parser.add_argument("--subscribers", type=int, default=20_000)
+    args = parser.parse_args()
+    if args.rounds * CONCURRENCY > args.subscribers:
+        parser.error("need at least rounds x 200 subscribers (one token each)")
+    print(f"machine: {_machine()}", flush=True)
+    _measure("waitress defaults (4 threads, 100 conns)", 4, 100, args.rounds, args.subscribers)
+    for threads in args.threads:
+        _measure(
+            f"web.threads {threads} (1000 conns)", threads, 1000, args.rounds, args.subscribers
+        )
+    print(f"machine at the end: load {'{:.2f} {:.2f} {:.2f}'.format(*os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()
