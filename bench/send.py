@@ -17,7 +17,6 @@ import argparse
 import cProfile
 import multiprocessing as mp
 import os
-import platform
 import random
 import resource
 import shutil
@@ -31,6 +30,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path.append(str(Path(__file__).resolve().parent))  # machine.py, also when imported
+
+from machine import describe  # noqa: E402
 
 from digest import send as sending  # noqa: E402
 from digest.compose import content_key  # noqa: E402
@@ -162,20 +164,6 @@ def _floor(
     return sent, time.perf_counter() - started
 
 
-def _machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{platform.platform()}; {cpu}; {os.cpu_count()} cores; Python {platform.python_version()}"
-    )
-
-
 def _load() -> str:
     one, five, fifteen = os.getloadavg()
     return f"{one:.2f} {five:.2f} {fifteen:.2f} (1, 5, 15 min)"
@@ -263,7 +251,7 @@ def main() -> None:
 
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     n = summary.sent
-    print(f"machine:      {_machine()}")
+    print(f"machine:      {describe(load=False)}")
     print(f"load average: {load_at_start} at start, {_load()} at end")
     print(f"subscribers:  {args.subscribers:,} (bulk insert {insert_s:.1f} s, not counted)")
     print(f"batch size:   {args.batch_size} ({summary.renders} distinct contents)")

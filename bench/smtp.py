@@ -24,11 +24,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # bench/select.py would stand in for the standard library's select module
 sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
+sys.path.append(str(Path(__file__).resolve().parent))  # last: only for machine.py
 
 import argparse  # noqa: E402
 import multiprocessing as mp  # noqa: E402
 import os  # noqa: E402
-import platform  # noqa: E402
 import random  # noqa: E402
 import resource  # noqa: E402
 import shutil  # noqa: E402
@@ -40,6 +40,8 @@ from collections.abc import Callable  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
 from multiprocessing.connection import Connection  # noqa: E402
 from typing import Any  # noqa: E402
+
+from machine import describe  # noqa: E402
 
 WEEK = "2026-W48"
 EDITION = f"weekly/{WEEK}"
@@ -327,20 +329,6 @@ def _run(
     return label, rate
 
 
-def _machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    return (f"{platform.platform()}; {cpu}; {os.cpu_count()} cores; "
-            f"Python {platform.python_version()}; load {load}")  # fmt: skip
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=5000, help="messages per sender")
@@ -362,7 +350,7 @@ def main() -> None:
         raise SystemExit("the SMTP sink did not start")
     sink.recv()
     folder = Path(tempfile.mkdtemp(prefix="digest-bench-smtp-"))
-    print(f"machine: {_machine()}")
+    print(f"machine: {describe()}")
     try:
         config = _project(folder, port, n)
         db = folder / "digest.db"

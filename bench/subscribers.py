@@ -16,12 +16,12 @@ from pathlib import Path
 
 # bench/select.py would shadow the standard `select` module (subprocess needs it).
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.append(str(Path(__file__).resolve().parent))  # last: only for machine.py
 
 import argparse  # noqa: E402
 import csv  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
-import platform  # noqa: E402
 import random  # noqa: E402
 import shutil  # noqa: E402
 import sqlite3  # noqa: E402
@@ -29,6 +29,8 @@ import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
+
+from machine import describe  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 TOPICS = ("politics", "tech", "economy", "climate", "culture", "health")
@@ -137,20 +139,6 @@ def minimal_loader(csv_path: str, db_path: str) -> None:
     conn.close()
 
 
-def _machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
-    return (f"{platform.platform()}; {cpu}; {os.cpu_count()} cores; "
-            f"Python {platform.python_version()}; load {load} (1, 5, 15 min)")  # fmt: skip
-
-
 def _line(what: str, rows: int, seconds: float, rss: float) -> None:
     print(f"{what:<34} {rows:>9,} rows {seconds:7.1f} s {rows / seconds:>9,.0f} rows/s "
           f"peak RSS {rss:6.0f} MiB", flush=True)  # fmt: skip
@@ -165,7 +153,7 @@ def main() -> None:
     if args.minimal_loader:
         minimal_loader(*args.minimal_loader)
         return
-    print(f"machine: {_machine()}", flush=True)
+    print(f"machine: {describe()}", flush=True)
     folder = Path(tempfile.mkdtemp(prefix="digest-bench-subscribers-"))
     os.environ.setdefault("DIGEST_SECRET", "bench-secret-0123456789")
     try:

@@ -20,11 +20,11 @@ from pathlib import Path
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.append(str(Path(__file__).resolve().parent))  # last: only for machine.py
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import os  # noqa: E402
-import platform  # noqa: E402
 import re  # noqa: E402
 import select  # noqa: E402
 import shutil  # noqa: E402
@@ -33,6 +33,8 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 import urllib.request  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
+
+from machine import describe  # noqa: E402
 
 from digest.config import load_config  # noqa: E402
 from digest.store import open_store  # noqa: E402
@@ -132,20 +134,6 @@ def _percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] if ordered else 0.0
 
 
-def _machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
-    return (f"{platform.platform()}; {cpu}; {os.cpu_count()} cores; "
-            f"Python {platform.python_version()}; load {load} (1, 5, 15 min)")  # fmt: skip
-
-
 def _measure(label: str, threads: int, limit: int, rounds: int, subscribers: int) -> None:
     folder = Path(tempfile.mkdtemp(prefix="digest-bench-web-"))
     try:
@@ -184,7 +172,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.rounds * CONCURRENCY > args.subscribers:
         parser.error("need at least rounds x 200 subscribers (one token each)")
-    print(f"machine: {_machine()}", flush=True)
+    print(f"machine: {describe()}", flush=True)
     _measure("waitress defaults (4 threads, 100 conns)", 4, 100, args.rounds, args.subscribers)
     for threads in args.threads:
         _measure(
