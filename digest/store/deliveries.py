@@ -11,7 +11,6 @@ import json
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -19,6 +18,8 @@ from sqlalchemy import (
     Connection,
     Engine,
     Integer,
+    Row,
+    Select,
     String,
     Text,
     and_,
@@ -28,6 +29,7 @@ from sqlalchemy import (
     column,
     func,
     literal,
+    literal_column,
     or_,
     select,
     update,
@@ -58,6 +60,8 @@ TOPIC_CACHE = 10_000  # distinct topic lists decoded at a time
 GONE = "subscriber is no longer active"
 
 _d = deliveries.c
+# Written out, not bound: only then may a query use the index of pending rows.
+_PENDING = _d.state == literal_column("'pending'")
 
 # A batch's row ids travel as one parameter (a JSON array for SQLite's json_each, an
 # array on PostgreSQL), so a statement compiles once and binds one value, not 1,000.
@@ -66,18 +70,6 @@ _SQLITE_IDS = _d.id.in_(
 )
 _POSTGRES_IDS = _d.id == any_(bindparam("ids", type_=ARRAY(Integer)))
 ONE_PARAMETER = 1000  # ids per statement when they travel as one parameter (a whole batch)
-
-
-@dataclass(frozen=True, slots=True)
-class LedgerRow:
-    """A pending delivery: what composing one recipient needs."""
-
-    id: int
-    subscriber_id: int
-    email: str
-    name: str
-    variant: str
-    content_key: str
 
 
 class DeliveryStore:
@@ -104,15 +96,21 @@ class DeliveryStore:
         were added. With `digest` (key, whether it is the project's first digest), only
         subscribers who chose that digest are planned (no choice means the first digest).
 
-        Each chunk is inserted content key by content key (INSERT … SELECT), so the rows a
-        send batch claims together sit side by side in the table: claiming and recording a
+        Each chunk is one executemany sorted by content key, so the rows a send batch
+        claims together sit side by side in the table: claiming and recording a
         batch then touches a few dozen pages, not one page per row.
         """
         s = subscribers.c
         planned = select(_d.id).where(_d.edition_key == edition_key, _d.subscriber_id == s.id)
         query = (
             # topics as their stored JSON text: subscribers share a few lists, decoded once each
-            select(s.id, cast(s.topics, Text), cast(s.digests, Text))
+            select(
+                s.id,
+                s.email,
+                func.coalesce(s.name, ""),
+                cast(s.topics, Text),
+                cast(s.digests, Text),
+            )
             .where(
                 s.id > bindparam("last"),
                 s.status == "active",
@@ -128,8 +126,8 @@ class DeliveryStore:
             rows = conn.execute(query, {"last": last}).all()
             if not rows:
                 return 0, None
-            groups: dict[tuple[str, str], list[int]] = {}
-            for sid, text, chosen in rows:
+            planned: list[tuple[int, str, str, str, str]] = []
+            for sid, email, name, text, chosen in rows:
                 if digest is not None and not _chose(chosen, *digest):
                     continue
                 topics = decoded.get(text)
@@ -139,13 +137,11 @@ class DeliveryStore:
                     topics = decoded[text] = tuple(json.loads(text) or ()) if text else ()
                 assigned = assign(sid, topics)
                 if assigned is not None:
-                    groups.setdefault(assigned, []).append(sid)
-            added = 0
-            for (key, variant), ids in groups.items():
-                for part in _chunks(ids):
-                    stmt = self._insert_from(edition_key, key, variant, part, now)
-                    # counted from RETURNING: rowcount is -1 for ON CONFLICT on PostgreSQL
-                    added += changed(conn, stmt, _d.id)
+                    planned.append((sid, email, name, *assigned))
+            planned.sort(key=_by_content)  # a content key's rows side by side, by id
+            if not planned:
+                return 0, rows[-1][0]
+            added = changed(conn, self._insert_planned(edition_key, planned, now), _d.id)
             return added, rows[-1][0]
 
         last: int | None = 0
@@ -177,7 +173,7 @@ class DeliveryStore:
         zones_query = (
             select(s.timezone)
             .join(deliveries, _d.subscriber_id == s.id)
-            .where(_d.edition_key == edition_key, _d.state == "pending", _d.send_after.is_(None))
+            .where(_d.edition_key == edition_key, _PENDING, _d.send_after.is_(None))
             .distinct()
         )
 
@@ -189,7 +185,7 @@ class DeliveryStore:
                     update(deliveries)
                     .where(
                         _d.edition_key == edition_key,
-                        _d.state == "pending",
+                        _PENDING,
                         _d.send_after.is_(None),
                         _d.subscriber_id.in_(of_zone),
                     )
@@ -200,28 +196,43 @@ class DeliveryStore:
 
         return self._write("stamp send moments", work)
 
-    def _insert_from(
-        self, edition_key: str, key: str, variant: str, ids: list[int], now: datetime
+    def _insert_planned(
+        self, edition_key: str, planned: list[tuple[int, str, str, str, str]], now: datetime
     ) -> Any:
-        s = subscribers.c
-        source = (
-            select(
-                literal(edition_key, String),
-                s.id,
-                s.email,
-                literal(variant, String),
-                literal(key, String),
-                literal("pending", String),
-                literal(0, Integer),
-                literal(now, UTCDateTime),
-                literal(now, UTCDateTime),
+        """INSERT … SELECT of (subscriber id, email, name, content key, variant) rows that travel
+        as one parameter (a JSON array on SQLite, arrays on PostgreSQL): one statement for a
+        whole chunk, with no per-row parameter handling."""
+        fields: list[Any]
+        if self._postgres:
+            sids, emails, names, keys, variants = (list(c) for c in zip(*planned, strict=True))
+            source = (
+                func.unnest(
+                    bindparam("sids", sids, type_=ARRAY(Integer)),
+                    bindparam("emails", emails, type_=ARRAY(Text)),
+                    bindparam("names", names, type_=ARRAY(Text)),
+                    bindparam("keys", keys, type_=ARRAY(Text)),
+                    bindparam("variants", variants, type_=ARRAY(Text)),
+                )
+                .table_valued("sid", "email", "name", "key", "variant")
+                .render_derived()
             )
-            .where(s.id.in_(ids), s.status == "active")
-            .order_by(s.id)
-        )
-        columns = ["edition_key", "subscriber_id", "email", "variant", "content_key", "state",
-                   "attempts", "created_at", "updated_at"]  # fmt: skip
-        return self._insert_ignore().from_select(columns, source)
+            fields = [source.c.sid, source.c.email, source.c.name, source.c.key, source.c.variant]
+        else:
+            source = func.json_each(
+                bindparam("rows", json.dumps(planned), type_=Text)
+            ).table_valued("value", "key")
+            fields = [func.json_extract(source.c.value, f"$[{i}]") for i in range(5)]
+        sid, email, name, key, variant = fields
+        rows = select(
+            literal(edition_key, String), sid, email, name, variant, key,
+            literal("pending", String), literal(0, Integer),
+            literal(now, UTCDateTime), literal(now, UTCDateTime),
+        ).where(sid.is_not(None))  # fmt: skip
+        if not self._postgres:
+            rows = rows.order_by(source.c.key)
+        columns = ["edition_key", "subscriber_id", "email", "name", "variant", "content_key",
+                   "state", "attempts", "created_at", "updated_at"]  # fmt: skip
+        return self._insert_ignore().from_select(columns, rows)
 
     def _insert_ignore(self) -> Any:
         dialect = self.engine.dialect.name
@@ -236,7 +247,7 @@ class DeliveryStore:
         """Content keys that still have pending rows (due by `due`), in a stable order."""
         query = (
             select(_d.content_key)
-            .where(_d.edition_key == edition_key, _d.state == "pending", *_due(due))
+            .where(_d.edition_key == edition_key, _PENDING, *_due(due))
             .group_by(_d.content_key)
             .order_by(func.min(_d.id))
         )
@@ -250,7 +261,7 @@ class DeliveryStore:
             update(deliveries)
             .where(
                 _d.edition_key == edition_key,
-                _d.state == "pending",
+                _PENDING,
                 _d.subscriber_id.not_in(active),
             )
             .values(state="suppressed", last_error=GONE, updated_at=now)
@@ -267,33 +278,19 @@ class DeliveryStore:
         *,
         after: int = 0,
         due: datetime | None = None,
-    ) -> list[LedgerRow]:
+    ) -> Sequence[Row[Any]]:
         """Up to `limit` pending rows of one content key with ids above `after` (and a moment
         no later than `due`), read but not claimed (a send composes them while the previous
         batch is in flight)."""
-        s = subscribers.c
-        query = (
-            select(
-                _d.id,
-                _d.subscriber_id,
-                _d.email,
-                func.coalesce(s.name, ""),
-                _d.variant,
-                _d.content_key,
-            )
-            .select_from(deliveries.outerjoin(subscribers, s.id == _d.subscriber_id))
-            .where(
-                _d.edition_key == edition_key,
-                _d.state == "pending",
-                _d.content_key == content_key,
-                _d.id > after,
-                *_due(due),
-            )
-            .order_by(_d.id)
-            .limit(limit)
+        query = self._rows().where(
+            _d.edition_key == edition_key,
+            _PENDING,
+            _d.content_key == content_key,
+            _d.id > after,
+            *_due(due),
         )
         with self.engine.connect() as conn:
-            return [LedgerRow(*r) for r in conn.execute(query).all()]
+            return conn.execute(query.order_by(_d.id).limit(limit)).all()
 
     def batches(
         self, edition_key: str, size: int, *, due: datetime | None = None
@@ -307,7 +304,7 @@ class DeliveryStore:
                     select(_d.id)
                     .where(
                         _d.edition_key == edition_key,
-                        _d.state == "pending",
+                        _PENDING,
                         _d.content_key == content_key,
                         _d.id > after,
                         *_due(due),
@@ -323,27 +320,19 @@ class DeliveryStore:
                     break
                 after = ids[-1]
 
-    def pending_of(self, edition_key: str, ids: Sequence[int]) -> list[LedgerRow]:
+    def pending_of(self, edition_key: str, ids: Sequence[int]) -> Sequence[Row[Any]]:
         """The rows `ids` of the edition that are still pending, by id (a worker's batch)."""
-        s = subscribers.c
-        found: list[LedgerRow] = []
+        found: list[Row[Any]] = []
         for chunk in _chunks(sorted(ids)):
-            query = (
-                select(
-                    _d.id,
-                    _d.subscriber_id,
-                    _d.email,
-                    func.coalesce(s.name, ""),
-                    _d.variant,
-                    _d.content_key,
-                )  # fmt: skip
-                .select_from(deliveries.outerjoin(subscribers, s.id == _d.subscriber_id))
-                .where(_d.id.in_(chunk), _d.edition_key == edition_key, _d.state == "pending")
-                .order_by(_d.id)
-            )
+            query = self._rows().where(_d.id.in_(chunk), _d.edition_key == edition_key, _PENDING)
             with self.engine.connect() as conn:
-                found.extend(LedgerRow(*r) for r in conn.execute(query))
+                found.extend(conn.execute(query.order_by(_d.id)))
         return found
+
+    @staticmethod
+    def _rows() -> Select[Any]:
+        """Rows as composing reads them (compose.Row), with the address and name planned."""
+        return select(_d.id, _d.subscriber_id, _d.email, _d.name, _d.variant, _d.content_key)
 
     def claim(
         self,
@@ -369,22 +358,12 @@ class DeliveryStore:
             gone = 0
             for chunk in _chunks(list(ids), ONE_PARAMETER):
                 # by primary key only: naming the edition too would let SQLite pick the
-                # (edition, state) index and scan every pending row of the edition
-                mine = and_(self._in_ids, _d.state == "pending")
-                gone += len(
+                # index of pending rows and scan every pending row of the edition
+                mine = and_(self._in_ids, _PENDING)
+                taken = set(
                     conn.execute(
                         update(deliveries)
-                        .where(mine, ~active)
-                        .values(state="suppressed", last_error=GONE, updated_at=now)
-                        .returning(_d.id),
-                        self._ids(chunk),
-                    ).all()
-                )
-                # Rows no longer pending (another send took them) are simply not sent here.
-                claimed.update(
-                    conn.execute(
-                        update(deliveries)
-                        .where(mine)
+                        .where(mine, active)
                         .values(
                             state="sending",
                             attempts=_d.attempts + 1,
@@ -400,6 +379,18 @@ class DeliveryStore:
                     .scalars()
                     .all()
                 )
+                claimed |= taken
+                rest = [i for i in chunk if i not in taken]
+                if rest:  # left, or taken by another send (those stay as they are)
+                    gone += len(
+                        conn.execute(
+                            update(deliveries)
+                            .where(mine, ~active)
+                            .values(state="suppressed", last_error=GONE, updated_at=now)
+                            .returning(_d.id),
+                            self._ids(rest),
+                        ).all()
+                    )
             return claimed, gone
 
         return self._write("claim a batch", work)
@@ -629,6 +620,10 @@ def _due(due: datetime | None) -> tuple[Any, ...]:
     if due is None:
         return ()
     return (or_(_d.send_after.is_(None), _d.send_after <= due),)
+
+
+def _by_content(row: tuple[int, str, str, str, str]) -> tuple[str, str]:
+    return row[3], row[4]
 
 
 def _chose(chosen: str | None, digest: str, first: bool) -> bool:
