@@ -61,6 +61,7 @@ class Ledger(Protocol):
         *,
         now: datetime,
         digest: tuple[str, bool] | None = None,
+        moment: Callable[[str], datetime] | None = None,
     ) -> int: ...
     def audience_fixed(self, edition_key: str) -> bool: ...
     def fix_audience(self, edition_key: str, *, now: datetime) -> None: ...
@@ -299,9 +300,9 @@ def prepare(run: _Run, assign: Assign | None = None) -> int:
     if options.include_new or not ledger.audience_fixed(key):
         first = run.config.digests[0].key == edition.digest
         planner = assign or edition_assigner(run.config, edition)
-        ledger.plan(key, planner, now=now(), digest=(edition.digest, first))
+        ledger.plan(key, planner, now=now(), digest=(edition.digest, first), moment=options.moments)
         ledger.fix_audience(key, now=now())
-    if options.moments is not None:
+    if options.moments is not None:  # rows an earlier run planned without a moment
         ledger.stamp_send_after(key, options.moments, now=now())
     run.in_doubt += _reconcile(run)
     if options.retry_failed:

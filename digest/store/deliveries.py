@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import (
     Connection,
+    DateTime,
     Engine,
     Integer,
     Row,
@@ -71,6 +72,9 @@ _SQLITE_IDS = _d.id.in_(
 _POSTGRES_IDS = _d.id == any_(bindparam("ids", type_=ARRAY(Integer)))
 ONE_PARAMETER = 1000  # ids per statement when they travel as one parameter (a whole batch)
 
+# A row to plan: subscriber id, email, name, content key, variant, moment (stored form) or None
+Planned = tuple[int, str, str, str, str, str | None]
+
 
 class DeliveryStore:
     def __init__(self, engine: Engine) -> None:
@@ -90,11 +94,13 @@ class DeliveryStore:
         *,
         now: datetime,
         digest: tuple[str, bool] | None = None,
+        moment: Callable[[str], datetime] | None = None,
     ) -> int:
         """Add a pending row per active subscriber that `assign(id, topics)` gives a
         (content key, variant); rows that exist already stay as they are. Returns how many
         were added. With `digest` (key, whether it is the project's first digest), only
         subscribers who chose that digest are planned (no choice means the first digest).
+        With `moment(zone)`, each row gets the moment of its subscriber's time zone.
 
         Each chunk is one executemany sorted by content key, so the rows a send batch
         claims together sit side by side in the table: claiming and recording a
@@ -108,6 +114,7 @@ class DeliveryStore:
                 s.id,
                 s.email,
                 func.coalesce(s.name, ""),
+                s.timezone,
                 cast(s.topics, Text),
                 cast(s.digests, Text),
             )
@@ -120,14 +127,16 @@ class DeliveryStore:
             .limit(PLAN_CHUNK)
         )
         decoded: dict[str, tuple[str, ...]] = {}
+        moments: dict[str, str | None] = {}  # zone -> its moment, as the row stores it
+        stamp = _stamp_of(self.engine.dialect)
 
         def chunk(conn: Connection, last: int) -> tuple[int, int | None]:
             """Plan one chunk of subscribers in one commit: (rows added, last id read)."""
             rows = conn.execute(query, {"last": last}).all()
             if not rows:
                 return 0, None
-            planned: list[tuple[int, str, str, str, str]] = []
-            for sid, email, name, text, chosen in rows:
+            planned: list[Planned] = []
+            for sid, email, name, zone, text, chosen in rows:
                 if digest is not None and not _chose(chosen, *digest):
                     continue
                 topics = decoded.get(text)
@@ -136,8 +145,12 @@ class DeliveryStore:
                         decoded.clear()
                     topics = decoded[text] = tuple(json.loads(text) or ()) if text else ()
                 assigned = assign(sid, topics)
-                if assigned is not None:
-                    planned.append((sid, email, name, *assigned))
+                if assigned is None:
+                    continue
+                at = moments.get(zone, "")
+                if at == "":
+                    at = moments[zone] = None if moment is None else stamp(moment(zone))
+                planned.append((sid, email, name, *assigned, at))
             planned.sort(key=_by_content)  # a content key's rows side by side, by id
             if not planned:
                 return 0, rows[-1][0]
@@ -196,15 +209,13 @@ class DeliveryStore:
 
         return self._write("stamp send moments", work)
 
-    def _insert_planned(
-        self, edition_key: str, planned: list[tuple[int, str, str, str, str]], now: datetime
-    ) -> Any:
-        """INSERT … SELECT of (subscriber id, email, name, content key, variant) rows that travel
-        as one parameter (a JSON array on SQLite, arrays on PostgreSQL): one statement for a
-        whole chunk, with no per-row parameter handling."""
+    def _insert_planned(self, edition_key: str, planned: list[Planned], now: datetime) -> Any:
+        """INSERT … SELECT of the Planned rows, which travel as one parameter (a JSON array
+        on SQLite, arrays on PostgreSQL): one statement for a whole chunk, with no per-row
+        parameter handling."""
         fields: list[Any]
         if self._postgres:
-            sids, emails, names, keys, variants = (list(c) for c in zip(*planned, strict=True))
+            sids, emails, names, keys, variants, ats = (list(c) for c in zip(*planned, strict=True))
             source = (
                 func.unnest(
                     bindparam("sids", sids, type_=ARRAY(Integer)),
@@ -212,26 +223,28 @@ class DeliveryStore:
                     bindparam("names", names, type_=ARRAY(Text)),
                     bindparam("keys", keys, type_=ARRAY(Text)),
                     bindparam("variants", variants, type_=ARRAY(Text)),
+                    bindparam("ats", ats, type_=ARRAY(Text)),
                 )
-                .table_valued("sid", "email", "name", "key", "variant")
+                .table_valued("sid", "email", "name", "key", "variant", "at")
                 .render_derived()
             )
-            fields = [source.c.sid, source.c.email, source.c.name, source.c.key, source.c.variant]
+            fields = [source.c[c] for c in ("sid", "email", "name", "key", "variant")]
+            fields.append(cast(source.c.at, DateTime()))
         else:
             source = func.json_each(
                 bindparam("rows", json.dumps(planned), type_=Text)
             ).table_valued("value", "key")
-            fields = [func.json_extract(source.c.value, f"$[{i}]") for i in range(5)]
-        sid, email, name, key, variant = fields
+            fields = [func.json_extract(source.c.value, f"$[{i}]") for i in range(6)]
+        sid, email, name, key, variant, at = fields
         rows = select(
             literal(edition_key, String), sid, email, name, variant, key,
             literal("pending", String), literal(0, Integer),
-            literal(now, UTCDateTime), literal(now, UTCDateTime),
+            literal(now, UTCDateTime), literal(now, UTCDateTime), at,
         ).where(sid.is_not(None))  # fmt: skip
         if not self._postgres:
             rows = rows.order_by(source.c.key)
         columns = ["edition_key", "subscriber_id", "email", "name", "variant", "content_key",
-                   "state", "attempts", "created_at", "updated_at"]  # fmt: skip
+                   "state", "attempts", "created_at", "updated_at", "send_after"]  # fmt: skip
         return self._insert_ignore().from_select(columns, rows)
 
     def _insert_ignore(self) -> Any:
@@ -622,8 +635,19 @@ def _due(due: datetime | None) -> tuple[Any, ...]:
     return (or_(_d.send_after.is_(None), _d.send_after <= due),)
 
 
-def _by_content(row: tuple[int, str, str, str, str]) -> tuple[str, str]:
+def _by_content(row: Planned) -> tuple[str, str]:
     return row[3], row[4]
+
+
+def _stamp_of(dialect: Any) -> Callable[[datetime], str]:
+    """A moment as the store writes it (send_after travels inside a JSON or text array)."""
+    process = deliveries.c.send_after.type.bind_processor(dialect)
+
+    def stamp(moment: datetime) -> str:
+        value = process(moment) if process is not None else moment
+        return value if isinstance(value, str) else value.isoformat(sep=" ")
+
+    return stamp
 
 
 def _chose(chosen: str | None, digest: str, first: bool) -> bool:
