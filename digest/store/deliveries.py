@@ -7,260 +7,36 @@ recipient stays flat and the audience is streamed in chunks, never held in memor
 
 from __future__ import annotations
 
-import json
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
-from sqlalchemy import (
-    Connection,
-    DateTime,
-    Engine,
-    Integer,
-    Row,
-    Select,
-    String,
-    Text,
-    and_,
-    any_,
-    bindparam,
-    cast,
-    column,
-    func,
-    literal,
-    literal_column,
-    or_,
-    select,
-    update,
-)
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import Connection, Row, Select, and_, func, or_, select, update
 
 from digest.editions import Edition
-from digest.errors import DigestError, UsageError
-from digest.store.busy import retry_locked
+from digest.errors import UsageError
+from digest.store.ledger import ONE_PARAMETER, PENDING, chunks
 from digest.store.locks import edition_lock
-from digest.store.schema import (
-    UTCDateTime,
-    audiences,
-    changed,
-    deliveries,
-    editions,
-    provider_holds,
-    subscribers,
-)
+from digest.store.planning import Planning
+from digest.store.schema import changed, deliveries, editions, provider_holds, subscribers
 from digest.transports.base import SendResult
 
-T = TypeVar("T")
-
 STATES = ("pending", "sending", "sent", "failed", "suppressed")
-PLAN_CHUNK = 10_000  # subscribers read per planning transaction
-TOPIC_CACHE = 10_000  # distinct topic lists decoded at a time
 GONE = "subscriber is no longer active"
 
 _d = deliveries.c
-# Written out, not bound: only then may a query use the index of pending rows.
-_PENDING = _d.state == literal_column("'pending'")
-
-# A batch's row ids travel as one parameter (a JSON array for SQLite's json_each, an
-# array on PostgreSQL), so a statement compiles once and binds one value, not 1,000.
-_SQLITE_IDS = _d.id.in_(
-    select(column("value", Integer)).select_from(func.json_each(bindparam("ids", type_=Text)))
-)
-_POSTGRES_IDS = _d.id == any_(bindparam("ids", type_=ARRAY(Integer)))
-ONE_PARAMETER = 1000  # ids per statement when they travel as one parameter (a whole batch)
-
-# A row to plan: subscriber id, email, name, content key, variant, moment (stored form) or None
-Planned = tuple[int, str, str, str, str, str | None]
 
 
-class DeliveryStore:
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self._postgres = engine.dialect.name == "postgresql"
-        self._in_ids = _POSTGRES_IDS if self._postgres else _SQLITE_IDS
+class DeliveryStore(Planning):
+    """Implements `send.Ledger` (planning: digest.store.planning)."""
 
-    def _ids(self, ids: Sequence[int]) -> dict[str, Any]:
-        """The parameter `self._in_ids` takes for these row ids."""
-        return {"ids": list(ids) if self._postgres else json.dumps(list(ids))}
-
-    # -- planning ------------------------------------------------------------
-    def plan(
-        self,
-        edition_key: str,
-        assign: Callable[[int, Sequence[str]], tuple[str, str] | None],
-        *,
-        now: datetime,
-        digest: tuple[str, bool] | None = None,
-        moment: Callable[[str], datetime] | None = None,
-    ) -> int:
-        """Add a pending row per active subscriber that `assign(id, topics)` gives a
-        (content key, variant); rows that exist already stay as they are. Returns how many
-        were added. With `digest` (key, whether it is the project's first digest), only
-        subscribers who chose that digest are planned (no choice means the first digest).
-        With `moment(zone)`, each row gets the moment of its subscriber's time zone.
-
-        Each chunk is one executemany sorted by content key, so the rows a send batch
-        claims together sit side by side in the table: claiming and recording a
-        batch then touches a few dozen pages, not one page per row.
-        """
-        s = subscribers.c
-        planned = select(_d.id).where(_d.edition_key == edition_key, _d.subscriber_id == s.id)
-        query = (
-            # topics as their stored JSON text: subscribers share a few lists, decoded once each
-            select(
-                s.id,
-                s.email,
-                func.coalesce(s.name, ""),
-                s.timezone,
-                cast(s.topics, Text),
-                cast(s.digests, Text),
-            )
-            .where(
-                s.id > bindparam("last"),
-                s.status == "active",
-                ~planned.exists(),  # a re-run only reads whom it has not planned yet
-            )
-            .order_by(s.id)
-            .limit(PLAN_CHUNK)
-        )
-        decoded: dict[str, tuple[str, ...]] = {}
-        moments: dict[str, str | None] = {}  # zone -> its moment, as the row stores it
-        stamp = _stamp_of(self.engine.dialect)
-
-        def chunk(conn: Connection, last: int) -> tuple[int, int | None]:
-            """Plan one chunk of subscribers in one commit: (rows added, last id read)."""
-            rows = conn.execute(query, {"last": last}).all()
-            if not rows:
-                return 0, None
-            planned: list[Planned] = []
-            for sid, email, name, zone, text, chosen in rows:
-                if digest is not None and not _chose(chosen, *digest):
-                    continue
-                topics = decoded.get(text)
-                if topics is None:
-                    if len(decoded) > TOPIC_CACHE:  # keep memory flat on varied lists
-                        decoded.clear()
-                    topics = decoded[text] = tuple(json.loads(text) or ()) if text else ()
-                assigned = assign(sid, topics)
-                if assigned is None:
-                    continue
-                at = moments.get(zone, "")
-                if at == "":
-                    at = moments[zone] = None if moment is None else stamp(moment(zone))
-                planned.append((sid, email, name, *assigned, at))
-            planned.sort(key=_by_content)  # a content key's rows side by side, by id
-            if not planned:
-                return 0, rows[-1][0]
-            added = changed(conn, self._insert_planned(edition_key, planned, now), _d.id)
-            return added, rows[-1][0]
-
-        last: int | None = 0
-        total = 0
-        while last is not None:
-            at = last
-            added, last = self._write("plan", lambda conn: chunk(conn, at))  # noqa: B023
-            total += added
-        return total
-
-    def fix_audience(self, edition_key: str, *, now: datetime) -> None:
-        """Mark the edition's audience as planned: later sends add nobody (unless asked)."""
-        dialect = self.engine.dialect.name
-        insert = (postgresql if dialect == "postgresql" else sqlite).insert(audiences)
-        stmt = insert.values(edition_key=edition_key, fixed_at=now).on_conflict_do_nothing()
-        self._write("fix the audience", lambda conn: conn.execute(stmt))
-
-    def audience_fixed(self, edition_key: str) -> bool:
-        query = select(audiences.c.fixed_at).where(audiences.c.edition_key == edition_key)
-        with self.engine.connect() as conn:
-            return conn.execute(query).first() is not None
-
-    def stamp_send_after(
-        self, edition_key: str, moment: Callable[[str], datetime], *, now: datetime
-    ) -> int:
-        """Give each pending row with no moment yet the moment `moment(zone)` of its
-        subscriber's time zone (local-time delivery); returns how many rows got one."""
-        s = subscribers.c
-        zones_query = (
-            select(s.timezone)
-            .join(deliveries, _d.subscriber_id == s.id)
-            .where(_d.edition_key == edition_key, _PENDING, _d.send_after.is_(None))
-            .distinct()
-        )
-
-        def work(conn: Connection) -> int:
-            stamped = 0
-            for zone in [r.timezone for r in conn.execute(zones_query)]:
-                of_zone = select(s.id).where(s.timezone == zone)
-                stmt = (
-                    update(deliveries)
-                    .where(
-                        _d.edition_key == edition_key,
-                        _PENDING,
-                        _d.send_after.is_(None),
-                        _d.subscriber_id.in_(of_zone),
-                    )
-                    .values(send_after=moment(zone), updated_at=now)
-                )
-                stamped += changed(conn, stmt, _d.id)
-            return stamped
-
-        return self._write("stamp send moments", work)
-
-    def _insert_planned(self, edition_key: str, planned: list[Planned], now: datetime) -> Any:
-        """INSERT … SELECT of the Planned rows, which travel as one parameter (a JSON array
-        on SQLite, arrays on PostgreSQL): one statement for a whole chunk, with no per-row
-        parameter handling."""
-        fields: list[Any]
-        if self._postgres:
-            sids, emails, names, keys, variants, ats = (list(c) for c in zip(*planned, strict=True))
-            source = (
-                func.unnest(
-                    bindparam("sids", sids, type_=ARRAY(Integer)),
-                    bindparam("emails", emails, type_=ARRAY(Text)),
-                    bindparam("names", names, type_=ARRAY(Text)),
-                    bindparam("keys", keys, type_=ARRAY(Text)),
-                    bindparam("variants", variants, type_=ARRAY(Text)),
-                    bindparam("ats", ats, type_=ARRAY(Text)),
-                )
-                .table_valued("sid", "email", "name", "key", "variant", "at")
-                .render_derived()
-            )
-            fields = [source.c[c] for c in ("sid", "email", "name", "key", "variant")]
-            fields.append(cast(source.c.at, DateTime()))
-        else:
-            source = func.json_each(
-                bindparam("rows", json.dumps(planned), type_=Text)
-            ).table_valued("value", "key")
-            fields = [func.json_extract(source.c.value, f"$[{i}]") for i in range(6)]
-        sid, email, name, key, variant, at = fields
-        rows = select(
-            literal(edition_key, String), sid, email, name, variant, key,
-            literal("pending", String), literal(0, Integer),
-            literal(now, UTCDateTime), literal(now, UTCDateTime), at,
-        ).where(sid.is_not(None))  # fmt: skip
-        if not self._postgres:
-            rows = rows.order_by(source.c.key)
-        columns = ["edition_key", "subscriber_id", "email", "name", "variant", "content_key",
-                   "state", "attempts", "created_at", "updated_at", "send_after"]  # fmt: skip
-        return self._insert_ignore().from_select(columns, rows)
-
-    def _insert_ignore(self) -> Any:
-        dialect = self.engine.dialect.name
-        if dialect == "sqlite":
-            return sqlite.insert(deliveries).on_conflict_do_nothing()
-        if dialect == "postgresql":
-            return postgresql.insert(deliveries).on_conflict_do_nothing()
-        raise DigestError(f"store: the delivery ledger does not support {dialect!r}")
-
-    # -- the send loop -------------------------------------------------------
     def content_keys(self, edition_key: str, *, due: datetime | None = None) -> list[str]:
         """Content keys that still have pending rows (due by `due`), in a stable order."""
         query = (
             select(_d.content_key)
-            .where(_d.edition_key == edition_key, _PENDING, *_due(due))
+            .where(_d.edition_key == edition_key, PENDING, *_due(due))
             .group_by(_d.content_key)
             .order_by(func.min(_d.id))
         )
@@ -274,7 +50,7 @@ class DeliveryStore:
             update(deliveries)
             .where(
                 _d.edition_key == edition_key,
-                _PENDING,
+                PENDING,
                 _d.subscriber_id.not_in(active),
             )
             .values(state="suppressed", last_error=GONE, updated_at=now)
@@ -297,7 +73,7 @@ class DeliveryStore:
         batch is in flight)."""
         query = self._rows().where(
             _d.edition_key == edition_key,
-            _PENDING,
+            PENDING,
             _d.content_key == content_key,
             _d.id > after,
             *_due(due),
@@ -317,7 +93,7 @@ class DeliveryStore:
                     select(_d.id)
                     .where(
                         _d.edition_key == edition_key,
-                        _PENDING,
+                        PENDING,
                         _d.content_key == content_key,
                         _d.id > after,
                         *_due(due),
@@ -336,8 +112,8 @@ class DeliveryStore:
     def pending_of(self, edition_key: str, ids: Sequence[int]) -> Sequence[Row[Any]]:
         """The rows `ids` of the edition that are still pending, by id (a worker's batch)."""
         found: list[Row[Any]] = []
-        for chunk in _chunks(sorted(ids)):
-            query = self._rows().where(_d.id.in_(chunk), _d.edition_key == edition_key, _PENDING)
+        for chunk in chunks(sorted(ids)):
+            query = self._rows().where(_d.id.in_(chunk), _d.edition_key == edition_key, PENDING)
             with self.engine.connect() as conn:
                 found.extend(conn.execute(query.order_by(_d.id)))
         return found
@@ -369,10 +145,10 @@ class DeliveryStore:
         def work(conn: Connection) -> tuple[set[int], int]:
             claimed: set[int] = set()
             gone = 0
-            for chunk in _chunks(list(ids), ONE_PARAMETER):
+            for chunk in chunks(list(ids), ONE_PARAMETER):
                 # by primary key only: naming the edition too would let SQLite pick the
                 # index of pending rows and scan every pending row of the edition
-                mine = and_(self._in_ids, _PENDING)
+                mine = and_(self._in_ids, PENDING)
                 taken = set(
                     conn.execute(
                         update(deliveries)
@@ -434,7 +210,7 @@ class DeliveryStore:
                     )
                 else:
                     values.update(state="failed", last_error=value, sent_at=None)
-                for chunk in _chunks(ids, ONE_PARAMETER):
+                for chunk in chunks(ids, ONE_PARAMETER):
                     stmt = update(deliveries).where(self._in_ids).values(**values)
                     conn.execute(stmt, self._ids(chunk))
 
@@ -446,7 +222,7 @@ class DeliveryStore:
 
         def work(conn: Connection) -> int:
             moved = 0
-            for chunk in _chunks(list(ids), ONE_PARAMETER):
+            for chunk in chunks(list(ids), ONE_PARAMETER):
                 stmt = (
                     update(deliveries)
                     .where(self._in_ids, _d.state == "sending")
@@ -496,24 +272,6 @@ class DeliveryStore:
                     hint="run the send again: it reads the edition as it is now",
                 )
             yield
-
-    def audience_topics(self) -> Iterator[tuple[str, ...]]:
-        """Each distinct topic list of the active subscribers (what planning will assign)."""
-        s = subscribers.c
-        query = select(cast(s.topics, Text)).where(s.status == "active").distinct()
-        with self.engine.connect() as conn:
-            texts = [r[0] for r in conn.execute(query)]
-        for text in texts:
-            yield tuple(json.loads(text) or ()) if text else ()
-
-    def _write(self, what: str, work: Callable[[Connection], T]) -> T:
-        """Run `work` in one transaction, starting it again while the database is locked."""
-
-        def attempt() -> T:
-            with self.engine.begin() as conn:
-                return work(conn)
-
-        return retry_locked(attempt, what=what)
 
     # -- after a crash -------------------------------------------------------
     def in_doubt(self, edition_key: str) -> list[tuple[str | None, datetime | None, int]]:
@@ -633,30 +391,3 @@ def _due(due: datetime | None) -> tuple[Any, ...]:
     if due is None:
         return ()
     return (or_(_d.send_after.is_(None), _d.send_after <= due),)
-
-
-def _by_content(row: Planned) -> tuple[str, str]:
-    return row[3], row[4]
-
-
-def _stamp_of(dialect: Any) -> Callable[[datetime], str]:
-    """A moment as the store writes it (send_after travels inside a JSON or text array)."""
-    process = deliveries.c.send_after.type.bind_processor(dialect)
-
-    def stamp(moment: datetime) -> str:
-        value = process(moment) if process is not None else moment
-        return value if isinstance(value, str) else value.isoformat(sep=" ")
-
-    return stamp
-
-
-def _chose(chosen: str | None, digest: str, first: bool) -> bool:
-    """Whether a subscriber's stored digest choice (JSON text) includes `digest`."""
-    keys = json.loads(chosen) if chosen else None
-    return digest in keys if keys else first
-
-
-def _chunks(ids: list[int], size: int = 900) -> Iterator[list[int]]:
-    """Id lists short enough for any database's limit on bound parameters."""
-    for start in range(0, len(ids), size):
-        yield ids[start : start + size]
