@@ -297,12 +297,13 @@ def prepare(run: Run, assign: Assign | None = None) -> int:
     ledger, edition, options, now = run.ledger, run.edition, run.options, run.now
     key = edition.key
     _render_all(run, variants_of(run.config, edition))
-    if options.include_new or not ledger.audience_fixed(key):
+    fixed = ledger.audience_fixed(key)
+    if options.include_new or not fixed:
         first = run.config.digests[0].key == edition.digest
         planner = assign or edition_assigner(run.config, edition)
         ledger.plan(key, planner, now=now(), digest=(edition.digest, first), moment=options.moments)
         ledger.fix_audience(key, now=now())
-    if options.moments is not None:  # rows an earlier run planned without a moment
+    if options.moments is not None and fixed:  # rows an earlier run planned without a moment
         ledger.stamp_send_after(key, options.moments, now=now())
     run.in_doubt += reconcile(run)
     if options.retry_failed:
