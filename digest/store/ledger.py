@@ -4,10 +4,10 @@ one way each of them writes (one transaction, started again while the database i
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
+import orjson
 from sqlalchemy import (
     Connection,
     Engine,
@@ -50,7 +50,7 @@ class LedgerBase:
 
     def _ids(self, ids: Sequence[int]) -> dict[str, Any]:
         """The parameter `self._in_ids` takes for these row ids."""
-        return {"ids": list(ids) if self._postgres else json.dumps(list(ids))}
+        return {"ids": list(ids) if self._postgres else orjson.dumps(list(ids)).decode()}
 
     def _write(self, what: str, work: Callable[[Connection], T]) -> T:
         """Run `work` in one transaction, starting it again while the database is locked."""

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import (
     Connection,
     DateTime,
@@ -182,7 +183,7 @@ class Planning(LedgerBase):
             fields.append(cast(source.c.at, DateTime()))
         else:
             source = func.json_each(
-                bindparam("rows", json.dumps(planned), type_=Text)
+                bindparam("rows", orjson.dumps(planned).decode(), type_=Text)
             ).table_valued("value", "key")
             fields = [func.json_extract(source.c.value, f"$[{i}]") for i in range(6)]
         sid, email, name, key, variant, at = fields
