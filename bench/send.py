@@ -187,28 +187,30 @@ def _floor(conn: Connection, config_path: Path, url: str, api_key: str) -> None:
         started, cpu = time.perf_counter(), time.process_time()
         # plan: one content key per topic list and variant, as digest computes them
         keys: dict[tuple[str, str], str] = {}
-        rows = []
-        for sid, email, name, topics in db.execute(
-            "SELECT id, email, name, topics FROM subscribers WHERE status = 'active'"
-        ):
-            u = hashlib.blake2b(f"{floor_edition.key}:{sid}".encode(), key=b"weekly",
-                                digest_size=8).digest()  # fmt: skip
-            variant = VARIANTS[int.from_bytes(u, "big") >> 63]  # digest's 50/50 split
-            key = keys.get((topics, variant))
-            if key is None:
-                shared = sorted(set(json.loads(topics)) & set(floor_edition.topics()))
-                key = keys[(topics, variant)] = f"{','.join(shared)}|{variant}"
-            rows.append((floor_edition.key, sid, email, name, variant, key, "pending", 0, now, now))
-        rows.sort(key=lambda r: r[5])
-        db.execute("BEGIN")
-        db.executemany(
+        insert = (
             "INSERT INTO deliveries (edition_key, subscriber_id, email, name, variant, "
             "content_key, state, attempts, created_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            rows,
+            "VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?)"
         )
+        reader = db.cursor()
+        reader.execute("SELECT id, email, name, topics FROM subscribers WHERE status = 'active'")
+        db.execute("BEGIN")
+        while chunk := reader.fetchmany(10_000):
+            rows = []
+            for sid, email, name, topics in chunk:
+                u = hashlib.blake2b(f"{floor_edition.key}:{sid}".encode(), key=b"weekly",
+                                    digest_size=8).digest()  # fmt: skip
+                variant = VARIANTS[int.from_bytes(u, "big") >> 63]  # digest's 50/50 split
+                key = keys.get((topics, variant))
+                if key is None:
+                    shared = sorted(set(json.loads(topics)) & set(floor_edition.topics()))
+                    key = keys[(topics, variant)] = f"{','.join(shared)}|{variant}"
+                rows.append((floor_edition.key, sid, email, name, variant, key, now, now))
+            rows.sort(key=lambda r: r[5])
+            db.executemany(insert, rows)
         db.execute("COMMIT")
-        del rows
+        for key in keys.values():  # every content before the loop, as digest does
+            cache.get(key)
         loop_started = time.perf_counter()
         sent = requests = 0
         pending = "FROM deliveries WHERE edition_key = ? AND state = 'pending'"
