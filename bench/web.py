@@ -26,7 +26,6 @@ import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import os  # noqa: E402
 import re  # noqa: E402
-import select  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
@@ -69,19 +68,24 @@ def _fill(config_path: Path, n: int) -> list[int]:
     return ids
 
 
-def _serve(config_path: Path) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "digest", "--config", str(config_path), "serve", "--port", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "DIGEST_SECRET": SECRET},
-    )  # fmt: skip
-    assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], TIMEOUT)
-    line = proc.stdout.readline() if ready else ""
-    found = re.search(r"http://127\.0\.0\.1:(\d+)", line)
+def _serve(config_path: Path) -> tuple[subprocess.Popen[bytes], str]:
+    # Output goes to a file: a pipe nobody reads fills up with waitress's queue-depth
+    # warnings and then stalls the server on its next log line.
+    log = config_path.parent / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "digest", "--config", str(config_path), "serve", "--port", "0"],
+            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "DIGEST_SECRET": SECRET},
+        )  # fmt: skip
+    deadline = time.monotonic() + TIMEOUT
+    found = None
+    while found is None and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+        found = re.search(r"http://127\.0\.0\.1:(\d+)", log.read_text(errors="replace"))
     if not found:
         proc.kill()
-        raise SystemExit(f"digest serve did not start: {line!r}")
+        proc.wait(timeout=TIMEOUT)
+        raise SystemExit(f"digest serve did not start: {log.read_text(errors='replace')!r}")
     base = found.group(0)
     deadline = time.monotonic() + TIMEOUT
     while time.monotonic() < deadline:

@@ -117,10 +117,11 @@ def test_one_click_post_is_one_short_write(
     answer = client.post(f"/u/{token('unsubscribe', ana)}", data={"List-Unsubscribe": "One-Click"})
 
     assert answer.status_code == 200 and "ana@example.com" in answer.get_data(as_text=True)
-    assert [s.split()[0] for s in statements] == ["UPDATE"] and len(commits) == 1
+    assert [s.split()[0] for s in statements] == ["UPDATE", "SELECT"] and len(commits) == 1
     statements.clear()
     again = client.post(f"/u/{token('unsubscribe', ana)}", data={"List-Unsubscribe": "One-Click"})
     assert again.status_code == 200 and [s.split()[0] for s in statements] == ["UPDATE", "SELECT"]
+    assert len(commits) == 2
 
 
 def test_one_click_post_for_an_unknown_subscriber_is_a_bad_link(
