@@ -18,6 +18,8 @@ from digest.errors import DigestError, ExitCode
 
 PURPOSES = ("unsubscribe", "preferences", "confirm")
 CONFIRM_MAX_AGE = 7 * 24 * 3600
+# One answer for every bad link: it must not reveal which subscriber ids exist.
+BAD_LINK = "this link is not valid (it was changed, or is for something else)"
 
 
 class BadToken(DigestError):
@@ -46,9 +48,7 @@ def read_token(secret: str, purpose: str, token: str) -> dict[str, Any]:
         else:
             data = URLSafeSerializer(secret, salt=purpose).loads(token)
     except BadSignature:
-        raise BadToken(
-            "this link is not valid (it was changed, or is for something else)"
-        ) from None
+        raise BadToken(BAD_LINK) from None
     if not isinstance(data, dict) or not isinstance(data.get("s"), int):
         raise BadToken("this link is not valid")
     return data
