@@ -9,15 +9,16 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Column, Connection, Dialect, Engine, Row, bindparam, func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
-from digest.errors import DigestError
+from digest.errors import BusyError, DigestError
 from digest.store.busy import WAIT_SECONDS, retry_locked
 from digest.store.group import GroupCommit
 from digest.store.schema import changed, deliveries, subscribers
 from digest.subscriber import SUPPRESSED, Subscriber, SubscriberRecord, SubscriberRow
 
 LOOKUP_CHUNK = 500  # addresses per IN (...) query, well under every driver's limit
+LOCK_TIMEOUT = "55P03"  # PostgreSQL's lock_not_available: waited past SET lock_timeout
 
 
 def _to_subscriber(row: Row[Any]) -> Subscriber:
@@ -116,26 +117,30 @@ def _insert_many(conn: Connection, rows: Sequence[SubscriberRow], now: datetime)
 
 
 @contextmanager
-def _synced(conn: Connection, deadline: float) -> Iterator[None]:
-    """On SQLite: this connection's commits reach the disk before they return, and a
-    locked database is waited for until `deadline` at most.
+def _bounded(conn: Connection, deadline: float) -> Iterator[None]:
+    """A transaction that waits for a locked database (SQLite) or row (PostgreSQL) until
+    `deadline` at most, and whose commit has reached the disk when it returns.
 
     The store runs SQLite with synchronous=NORMAL (WAL): a commit survives the process
     dying, not the machine losing power. An unsubscribe is answered as done, so its commit
-    is synced; group commit makes that one sync for many unsubscribes.
+    is synced; group commit makes that one sync for many unsubscribes. PostgreSQL syncs
+    every commit already.
     """
-    if conn.dialect.name != "sqlite":  # PostgreSQL syncs every commit already
-        yield
+    left = max(1, int((deadline - time.monotonic()) * 1000))
+    if conn.dialect.name != "sqlite":
+        with conn.begin():
+            conn.exec_driver_sql(f"SET LOCAL lock_timeout = {left}")
+            yield
         return
     # On the driver's connection: through SQLAlchemy, a statement would begin a transaction.
     raw = conn.connection.driver_connection
     assert raw is not None
     busy = int(raw.execute("PRAGMA busy_timeout").fetchone()[0])
-    left = max(0, int((deadline - time.monotonic()) * 1000))
     raw.execute(f"PRAGMA busy_timeout={min(left, busy)}")
     raw.execute("PRAGMA synchronous=FULL")
     try:
-        yield
+        with conn.begin():
+            yield
     finally:
         raw.execute("PRAGMA synchronous=NORMAL")
         raw.execute(f"PRAGMA busy_timeout={busy}")
@@ -202,11 +207,19 @@ class SubscriberStore:
         deadline = time.monotonic() + wait
 
         def write() -> dict[int, str]:
-            with self.engine.connect() as conn, _synced(conn, deadline), conn.begin():
+            with self.engine.connect() as conn, _bounded(conn, deadline):
                 conn.execute(_UNSUBSCRIBE, given)
                 return {r.id: r.email for r in conn.execute(_EMAILS_OF, {"sids": ids})}
 
-        emails = retry_locked(write, what="unsubscribe", wait=wait)
+        try:
+            emails = retry_locked(write, what="unsubscribe", wait=wait)
+        except OperationalError as exc:
+            if getattr(exc.orig, "sqlstate", None) != LOCK_TIMEOUT:
+                raise
+            raise BusyError(
+                f"store: unsubscribe: a subscriber's row stayed locked for {wait:g} s",
+                hint="another command is writing; nothing was changed",
+            ) from None
         return [emails.get(sid) for sid, _, _ in batch]
 
     def set_status(self, subscriber_id: int, status: str, *, reason: str, now: datetime) -> bool:
