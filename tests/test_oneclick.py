@@ -13,9 +13,11 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import SECRET
+from itsdangerous import URLSafeSerializer
 from sqlalchemy import event, func, select, text
 
 from digest.config import Config
@@ -24,7 +26,7 @@ from digest.store import Store
 from digest.store.group import GroupCommit
 from digest.store.schema import consents, subscribers
 from digest.subscriber import Subscriber
-from digest.tokens import make_token
+from digest.tokens import BadToken, make_token, read_token
 from digest.web import create_app
 
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
@@ -272,3 +274,47 @@ def test_a_caller_still_queued_when_its_wait_ends_is_withdrawn_unwritten() -> No
     first.join(30)
     assert results == ["A"] and written == [["a"]]
     assert group.submit("c", wait=1) == "C" and written == [["a"], ["c"]]
+
+
+# -- reading tokens -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [{"s": 7}, {"s": 7, "e": "weekly/2026-W48"}, {"s": 7, "e": "weekly/" + "W48" * 60}],
+    ids=["plain", "with edition", "long enough that itsdangerous compresses it"],
+)
+def test_tokens_itsdangerous_made_are_read_with_the_cached_key(payload: dict[str, Any]) -> None:
+    made = URLSafeSerializer(SECRET, salt="unsubscribe").dumps(payload)
+    assert made.startswith(".") == (payload.get("e", "").count("W48") > 1)
+    assert read_token(SECRET, "unsubscribe", made) == payload
+    assert read_token(SECRET, "unsubscribe", make_token(SECRET, "unsubscribe", 7)) == {"s": 7}
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "",
+        "no-dot",
+        "eyJzIjo3fQ.",
+        "eyJzIjo3fQ.AAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        "eyJzIjo3fQ.ümlaut",
+        make_token("another-secret-0123456789", "unsubscribe", 7),
+        make_token(SECRET, "preferences", 7),
+        URLSafeSerializer(SECRET, salt="unsubscribe").dumps("not an object"),
+        URLSafeSerializer(SECRET, salt="unsubscribe").dumps({"s": "7"}),
+    ],
+)
+def test_a_token_not_signed_for_unsubscribing_is_refused(token: str) -> None:
+    with pytest.raises(BadToken):
+        read_token(SECRET, "unsubscribe", token)
+
+
+def test_a_signed_token_with_a_broken_payload_is_refused() -> None:
+    """Signed with the right key but not base64 JSON: refused like a bad signature."""
+    from digest.tokens import KeyedMac, _b64, _derive_key
+
+    mac = KeyedMac(_derive_key(SECRET, "unsubscribe"))
+    for body in (b"%%%", b"bm90IGpzb24", b".bm90IHpsaWI"):
+        with pytest.raises(BadToken):
+            read_token(SECRET, "unsubscribe", (body + b"." + _b64(mac.digest(body))).decode())
