@@ -318,3 +318,22 @@ def test_a_signed_token_with_a_broken_payload_is_refused() -> None:
     for body in (b"%%%", b"bm90IGpzb24", b".bm90IHpsaWI"):
         with pytest.raises(BadToken):
             read_token(SECRET, "unsubscribe", (body + b"." + _b64(mac.digest(body))).decode())
+
+
+def test_serve_lets_one_waitress_warning_through_every_few_seconds() -> None:
+    """Under a burst waitress warns on every queued request; the log keeps one in 10 s."""
+    import logging
+
+    from digest.cli.serve import _EveryFew
+
+    now = [100.0]
+    keep = _EveryFew(10.0, clock=lambda: now[0])
+
+    def passes(level: int, at: float) -> bool:
+        now[0] = at
+        return keep.filter(logging.LogRecord("waitress.queue", level, "", 0, "x", None, None))
+
+    assert passes(logging.WARNING, 100.0)
+    assert not passes(logging.WARNING, 105.0)
+    assert passes(logging.ERROR, 105.0)
+    assert passes(logging.WARNING, 110.0)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
+
 import click
 
 from digest.cli import Env, pass_env
@@ -44,6 +48,10 @@ def serve(env: Env, host: str, port: int, threads: int | None, debug_server: boo
         app.run(host=host, port=port, debug=True, use_reloader=False)
         return
     settings = env.config.web
+    # Under a burst waitress warns on every queued request and every pass over the
+    # connection limit, and each line costs the request path time: one every 10 s is news.
+    for name in ("waitress", "waitress.queue"):
+        logging.getLogger(name).addFilter(_EveryFew(10.0))
     server = create_server(
         app,
         host=host,
@@ -61,6 +69,25 @@ def serve(env: Env, host: str, port: int, threads: int | None, debug_server: boo
         click.echo("stopped")
     finally:
         server.close()
+
+
+class _EveryFew(logging.Filter):
+    """Lets one warning through per `seconds`; other levels always pass."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self._seconds = seconds
+        self._clock = clock
+        self._next = 0.0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.WARNING:
+            return True
+        now = self._clock()
+        if now < self._next:
+            return False
+        self._next = now + self._seconds
+        return True
 
 
 COMMANDS: list[click.Command] = [serve]
