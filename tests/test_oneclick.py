@@ -324,10 +324,10 @@ def test_serve_lets_one_waitress_warning_through_every_few_seconds() -> None:
     """Under a burst waitress warns on every queued request; the log keeps one in 10 s."""
     import logging
 
-    from digest.cli.serve import _EveryFew
+    from digest.web.server import EveryFew
 
     now = [100.0]
-    keep = _EveryFew(10.0, clock=lambda: now[0])
+    keep = EveryFew(10.0, clock=lambda: now[0])
 
     def passes(level: int, at: float) -> bool:
         now[0] = at

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import time
-from collections.abc import Callable
-
 import click
 
 from digest.cli import Env, pass_env
@@ -39,29 +35,17 @@ def serve(env: Env, host: str, port: int, threads: int | None, debug_server: boo
     Example:
       digest serve --host 0.0.0.0 --port 8080 --threads 16
     """
-    from waitress.server import create_server  # type: ignore[import-untyped]
-
     from digest.web import create_app
+    from digest.web.server import make_server
 
     app = create_app(env.config, env.store, now=env.now)
     if debug_server:
         app.run(host=host, port=port, debug=True, use_reloader=False)
         return
-    settings = env.config.web
-    # Under a burst waitress warns on every queued request and every pass over the
-    # connection limit, and each line costs the request path time: one every 10 s is news.
-    for name in ("waitress", "waitress.queue"):
-        logging.getLogger(name).addFilter(_EveryFew(10.0))
-    server = create_server(
-        app,
-        host=host,
-        port=port,
-        threads=threads or settings.threads,
-        connection_limit=settings.connection_limit,
-    )
+    count = threads or env.config.web.threads
+    server = make_server(app, env.config.web, host=host, port=port, threads=count)
     click.echo(
-        f"serving {env.config.site.name} on http://{host}:{server.effective_port} "
-        f"({threads or settings.threads} threads)"
+        f"serving {env.config.site.name} on http://{host}:{server.effective_port} ({count} threads)"
     )
     try:
         server.run()
@@ -69,25 +53,6 @@ def serve(env: Env, host: str, port: int, threads: int | None, debug_server: boo
         click.echo("stopped")
     finally:
         server.close()
-
-
-class _EveryFew(logging.Filter):
-    """Lets one warning through per `seconds`; other levels always pass."""
-
-    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
-        super().__init__()
-        self._seconds = seconds
-        self._clock = clock
-        self._next = 0.0
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno != logging.WARNING:
-            return True
-        now = self._clock()
-        if now < self._next:
-            return False
-        self._next = now + self._seconds
-        return True
 
 
 COMMANDS: list[click.Command] = [serve]
