@@ -27,13 +27,18 @@ from digest.config import Web
 
 class BurstChannel(HTTPChannel):  # type: ignore[misc]
     def writable(self) -> bool:
-        if self.requests and self.total_outbufs_len and not self.will_close:
+        # HTTPChannel.writable, asked of every connection on every pass: the cheap test first
+        if self.will_close or self.close_when_flushed:
+            return True
+        if not self.total_outbufs_len:
+            return False
+        if self.requests:
             # A worker thread holding the output is sending it (HTTPChannel.write_soon);
             # if it cannot send it all, it pulls the trigger and the loop asks again.
             if not self.outbuf_lock.acquire(False):
                 return False
             self.outbuf_lock.release()
-        return bool(super().writable())
+        return True
 
 
 class EveryFew(logging.Filter):
