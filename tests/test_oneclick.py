@@ -337,3 +337,22 @@ def test_serve_lets_one_waitress_warning_through_every_few_seconds() -> None:
     assert not passes(logging.WARNING, 105.0)
     assert passes(logging.ERROR, 105.0)
     assert passes(logging.WARNING, 110.0)
+
+
+@pytest.mark.parametrize("multipart", [False, True], ids=["urlencoded", "multipart"])
+def test_the_unsubscribe_pages_own_form_still_goes_to_flask(
+    config: Config, store: Store, multipart: bool
+) -> None:
+    """`via`/`topic` in either encoding is the page's form: it leaves one topic only."""
+    ana = store.subscribers.add(
+        Subscriber(email="ana@example.com", name="Ana", topics=("politics", "tech")), now=NOW
+    )
+    client = create_app(config, store, now=NOW, secret=SECRET).test_client()
+    answer = client.post(
+        f"/u/{make_token(SECRET, 'unsubscribe', ana.id or 0)}",
+        data={"via": "page", "topic": "tech"},
+        content_type="multipart/form-data" if multipart else "application/x-www-form-urlencoded",
+    )
+    assert answer.status_code == 200 and "removed" in answer.get_data(as_text=True)
+    after = store.subscribers.get(ana.id or 0)
+    assert after is not None and after.status == "active" and after.topics == ("politics",)
