@@ -424,6 +424,13 @@ class Web(_Model):
     connection_limit: int = Field(
         1000, ge=1, description="Open connections `digest serve` accepts at once (waitress: 100)."
     )
+    write_wait: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description="Seconds an unsubscribe waits for a database another command holds "
+        "locked before answering 503 (nothing changed).",
+    )
 
 
 class Config(_Model):
