@@ -182,7 +182,8 @@ class DeliveryStore(Planning):
                     )
             return claimed, gone
 
-        return self._write("claim a batch", work)
+        # durable: a claim lost to a power cut would send its rows again
+        return self._write("claim a batch", work, durable=True)
 
     def record(self, results: Sequence[SendResult], *, retries: int, now: datetime) -> None:
         """Write each final result (sent or failed) of one provider call, in one commit.

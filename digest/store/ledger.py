@@ -24,7 +24,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from digest.errors import DigestError
-from digest.store.busy import retry_locked
+from digest.store.busy import retry_locked, synced
 from digest.store.schema import deliveries
 
 T = TypeVar("T")
@@ -52,12 +52,17 @@ class LedgerBase:
         """The parameter `self._in_ids` takes for these row ids."""
         return {"ids": list(ids) if self._postgres else orjson.dumps(list(ids)).decode()}
 
-    def _write(self, what: str, work: Callable[[Connection], T]) -> T:
-        """Run `work` in one transaction, starting it again while the database is locked."""
+    def _write(self, what: str, work: Callable[[Connection], T], *, durable: bool = False) -> T:
+        """Run `work` in one transaction, starting it again while the database is locked;
+        `durable`: its commit reaches the disk before this returns (see busy.synced)."""
 
         def attempt() -> T:
-            with self.engine.begin() as conn:
-                return work(conn)
+            with self.engine.connect() as conn:
+                if durable:
+                    with synced(conn), conn.begin():
+                        return work(conn)
+                with conn.begin():
+                    return work(conn)
 
         return retry_locked(attempt, what=what)
 

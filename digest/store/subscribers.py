@@ -12,7 +12,7 @@ from sqlalchemy import Column, Connection, Dialect, Engine, Row, bindparam, func
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from digest.errors import BusyError, DigestError
-from digest.store.busy import WAIT_SECONDS, retry_locked
+from digest.store.busy import WAIT_SECONDS, retry_locked, synced
 from digest.store.group import GroupCommit
 from digest.store.schema import changed, deliveries, subscribers
 from digest.subscriber import SUPPRESSED, Subscriber, SubscriberRecord, SubscriberRow
@@ -119,30 +119,22 @@ def _insert_many(conn: Connection, rows: Sequence[SubscriberRow], now: datetime)
 @contextmanager
 def _bounded(conn: Connection, deadline: float) -> Iterator[None]:
     """A transaction that waits for a locked database (SQLite) or row (PostgreSQL) until
-    `deadline` at most, and whose commit has reached the disk when it returns.
-
-    The store runs SQLite with synchronous=NORMAL (WAL): a commit survives the process
-    dying, not the machine losing power. An unsubscribe is answered as done, so its commit
-    is synced; group commit makes that one sync for many unsubscribes. PostgreSQL syncs
-    every commit already.
-    """
+    `deadline` at most, and whose commit has reached the disk when it returns (`synced`):
+    an unsubscribe is answered as done; group commit makes that one sync for many."""
     left = max(1, int((deadline - time.monotonic()) * 1000))
     if conn.dialect.name != "sqlite":
         with conn.begin():
             conn.exec_driver_sql(f"SET LOCAL lock_timeout = {left}")
             yield
         return
-    # On the driver's connection: through SQLAlchemy, a statement would begin a transaction.
     raw = conn.connection.driver_connection
     assert raw is not None
     busy = int(raw.execute("PRAGMA busy_timeout").fetchone()[0])
     raw.execute(f"PRAGMA busy_timeout={min(left, busy)}")
-    raw.execute("PRAGMA synchronous=FULL")
     try:
-        with conn.begin():
+        with synced(conn), conn.begin():
             yield
     finally:
-        raw.execute("PRAGMA synchronous=NORMAL")
         raw.execute(f"PRAGMA busy_timeout={busy}")
 
 
