@@ -45,6 +45,9 @@ _PLAIN = re.compile(r"[A-Za-z0-9<>@._+/-]+(?: [A-Za-z0-9<>@._+/-]+)*")
 _PIECE = _MAX_LINE - 1  # a QP piece and its soft break
 # The table body_encode translates with (private, but the parity tests would catch a change).
 _QP_MAP = quoprimime._QUOPRI_BODY_ENCODE_MAP  # type: ignore[attr-defined]
+_QP_UNSAFE = re.compile(
+    "[^" + re.escape("".join(chr(c) for c in range(256) if _QP_MAP[c] == chr(c))) + "]"
+)
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,7 @@ class _Part:
         chunks, personal = [runs[0]], []
         for head, tail, run in zip(self.heads, mine, runs[1:], strict=True):
             if cte == "quoted-printable":
-                encoded = head.encode(tail)
+                encoded = head.encode(tail, values)
                 chunks.append(head.pieces)
             else:
                 encoded = head.head + tail + b"\r\n"
@@ -136,7 +139,9 @@ class _Personal:
     a line may be 60 KB long with the links at its end: what comes before its first
     placeholder is the same for everyone, so it is neither copied per recipient nor
     encoded again. Its quoted-printable pieces are cut once, and the wrap of the rest
-    resumes where they end (quoprimime.body_encode's loop is position-independent)."""
+    resumes where they end (quoprimime.body_encode's loop is position-independent). The
+    rest is encoded a character at a time, so its text between placeholders is encoded
+    once too, and per recipient only the values are."""
 
     def __init__(self, line: bytes, keys: Sequence[bytes]) -> None:
         self.keys = keys
@@ -149,6 +154,7 @@ class _Personal:
         pieces, start = _wrap(translated, whole=False)
         self.pieces = _crlf(pieces)
         self._left = translated[start:]
+        self._template = _template(line[self.at :], keys)
 
     def tail(self, values: Sequence[bytes]) -> bytes | None:
         """The line from `self.head` on, personalized; None if a replacement reached back
@@ -158,11 +164,45 @@ class _Personal:
             tail = tail.replace(key, value)
         return tail if tail.startswith(self._kept) else None
 
-    def encode(self, tail: bytes) -> bytes:
-        """The QP pieces after `self.pieces` of the personalized line, CRLF-ended."""
-        rest = tail[len(self._kept) :].decode("latin-1").translate(_QP_MAP)
-        pieces, _ = _wrap(self._left + rest)
+    def encode(self, tail: bytes, values: Sequence[bytes]) -> bytes:
+        """The QP pieces after `self.pieces` of the personalized line (`tail`, personalized
+        with `values`), CRLF-ended."""
+        rest = tail[len(self._kept) :]
+        raw, encoded = [], []
+        for text, text_qp, key in self._template:
+            raw.append(text)
+            encoded.append(text_qp)
+            if key is not None:
+                raw.append(values[key])
+                encoded.append(_qp(values[key]))
+        # the template's fill is the replacements' result unless a value holds a key
+        translated = "".join(encoded) if b"".join(raw) == rest else _qp(rest)
+        pieces, _ = _wrap(self._left + translated)
         return _crlf(pieces)
+
+
+def _template(rest: bytes, keys: Sequence[bytes]) -> list[tuple[bytes, str, int | None]]:
+    """`rest` as (text, its QP translation, the key that follows it or None) runs."""
+    out: list[tuple[bytes, str, int | None]] = []
+    at = 0
+    while True:
+        found = [(i, n) for n, k in enumerate(keys) if (i := rest.find(k, at)) >= 0]
+        if not found:
+            out.append((rest[at:], _qp(rest[at:]), None))
+            return out
+        i, n = min(found)
+        out.append((rest[at:i], _qp(rest[at:i]), n))
+        at = i + len(keys[n])
+
+
+def _qp(data: bytes) -> str:
+    """quoprimime's character translation (before the wrap); the safe characters, most of
+    them, are left in place rather than looked up one by one."""
+    return _QP_UNSAFE.sub(_qp_char, data.decode("latin-1"))
+
+
+def _qp_char(match: re.Match[str]) -> str:
+    return cast(str, _QP_MAP[ord(match.group())])
 
 
 def _wrap(line: str, *, whole: bool = True) -> tuple[list[str], int]:

@@ -36,7 +36,7 @@ from digest.dkim import DkimKey, load_key
 from digest.errors import ConfigError, TransportError
 from digest.prepared import Message, PreparedEmail
 from digest.transports.base import OutgoingEmail, Recipient, SendResult
-from digest.transports.smtp_wire import Dropped, InDoubt, Refused, Steps, Wire
+from digest.transports.smtp_wire import DotStuffer, Dropped, InDoubt, Refused, Steps, Wire
 
 log = logging.getLogger(__name__)
 PREPARED_KEPT = 64  # distinct contents kept prepared (an edition has one per topic mix)
@@ -69,6 +69,7 @@ class SmtpTransport:
         self._ssl_context = ssl_context
         self._conns: list[Wire | None] = [None] * settings.connections
         self._prepared: dict[tuple[object, ...], PreparedEmail] = {}
+        self._stuffer = DotStuffer()
         self.connections = 0  # opened so far; reused connections keep this at their number
 
     def __repr__(self) -> str:  # never show the password, even in a traceback
@@ -89,7 +90,7 @@ class SmtpTransport:
         found = self._conns[slot]
         if found is not None:
             return found
-        conn = Wire(self._open(), pipelining=self.settings.pipelining)
+        conn = Wire(self._open(), pipelining=self.settings.pipelining, stuffer=self._stuffer)
         self.connections += 1
         log.info("%s: connected (%s)", self._where(), self.settings.security)
         self._conns[slot] = conn
@@ -229,7 +230,7 @@ class SmtpTransport:
         """The exact bytes the outbox would write (signed the same way), as SMTP DATA."""
         wire = self._connection(slot)
         try:
-            yield from wire.send(sender, recipient.email, message.as_bytes())
+            yield from wire.send(sender, recipient.email, (message.head, b"\r\n", *message.body))
         except InDoubt as exc:
             self._drop(slot)
             return SendResult(

@@ -4,7 +4,10 @@ smtplib sends each command and waits for its answer: MAIL, RCPT, DATA and the bo
 four round trips per message, and every address is parsed again on the way. Here, when
 the server offers PIPELINING (RFC 2920) and the setting allows it, MAIL, RCPT and DATA
 go out in one write and their three answers are read after it; the body follows once
-DATA is answered 354, dot-stuffed, in one write. Without PIPELINING each command waits
+DATA is answered 354, dot-stuffed, in one write. The message comes in chunks that each
+begin a line, so each is dot-stuffed on its own, and the long ones (a content's shared
+parts) only once: `bytes.replace` needs ≈ 0.4 ms to stuff 80 KB, more than the rest of
+a message costs. Without PIPELINING each command waits
 for its answer, as smtplib does.
 
 smtplib still opens, secures and logs in the connection (rare, and its errors are the
@@ -21,13 +24,15 @@ from __future__ import annotations
 import re
 import smtplib
 import socket
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
 Steps = Generator[socket.socket, None, None]  # yields the socket whenever an answer is due
 
 _MAX_REPLY_LINE = 8192  # smtplib's limit on one reply line
+_SHARED_MIN = 2048  # chunks at least this long are stuffed once and kept
+_KEPT_BYTES = 32 << 20  # at most this much stuffed text kept
 _PLAIN_ADDRESS = re.compile(r"[^<>\s\"(),:;\[\]\\]+@[^<>\s\"(),:;\[\]\\]+")
 
 
@@ -57,10 +62,36 @@ class _Closed(Exception):
     """The server closed the connection (end of stream while an answer was due)."""
 
 
+class DotStuffer:
+    """RFC 5321 4.5.2 transparency (a line that starts with a dot gets another), chunk by
+    chunk; long chunks are kept, since they are the ones many messages share."""
+
+    def __init__(self) -> None:
+        self._stuffed: dict[bytes, bytes] = {}
+        self._kept = 0
+
+    def __call__(self, chunk: bytes) -> bytes:
+        if len(chunk) < _SHARED_MIN:
+            return _stuff(chunk)
+        found = self._stuffed.get(chunk)
+        if found is None:
+            found = _stuff(chunk)
+            if self._kept + len(found) > _KEPT_BYTES:
+                self._stuffed.clear()
+                self._kept = 0
+            self._stuffed[chunk] = found
+            self._kept += len(found)
+        return found
+
+
+def _stuff(chunk: bytes) -> bytes:
+    return (b"." + chunk if chunk.startswith(b".") else chunk).replace(b"\n.", b"\n..")
+
+
 class Wire:
     """The message-sending half of an open smtplib connection (see the module docstring)."""
 
-    def __init__(self, conn: smtplib.SMTP, *, pipelining: bool) -> None:
+    def __init__(self, conn: smtplib.SMTP, *, pipelining: bool, stuffer: DotStuffer) -> None:
         assert conn.sock is not None, "the connection must be open"
         self.conn = conn
         self.pipelining = pipelining and conn.has_extn("pipelining")
@@ -70,14 +101,16 @@ class Wire:
             conn.file = conn.sock.makefile("rb")
         self._sock = conn.sock
         self._file: BinaryIO = conn.file
+        self._stuffer = stuffer
 
     @property
     def open(self) -> bool:
         return self.conn.sock is not None
 
-    def send(self, sender: str, to: str, data: bytes) -> Steps:
-        """Send `data` (CRLF line ends) from `sender` to `to`; raises Refused, Dropped, InDoubt,
-        or smtplib.SMTPNotSupportedError for an address the server cannot take.
+    def send(self, sender: str, to: str, chunks: Sequence[bytes]) -> Steps:
+        """Send the message `chunks` (each begins a line; CRLF line ends) from `sender` to
+        `to`; raises Refused, Dropped, InDoubt, or smtplib.SMTPNotSupportedError for an
+        address the server cannot take.
 
         A generator: it yields the socket each time it is about to wait for an answer, so
         one thread can keep several connections busy (resume it once the socket is
@@ -90,17 +123,17 @@ class Wire:
                 )
             options = b" SMTPUTF8 BODY=8BITMIME"
         if self._size:
-            options += b" SIZE=%d" % len(data)
+            options += b" SIZE=%d" % sum(len(c) for c in chunks)
         mail = b"MAIL FROM:" + _quote(sender) + options + b"\r\n"
         rcpt = b"RCPT TO:" + _quote(to) + b"\r\n"
         try:
             yield from self._envelope(mail, rcpt)
         except (_Closed, OSError) as exc:
             raise Dropped(_why(exc)) from None
-        stuffed = (b"." + data if data.startswith(b".") else data).replace(b"\n.", b"\n..")
-        ending = b".\r\n" if stuffed.endswith(b"\r\n") else b"\r\n.\r\n"
+        stuffed = [self._stuffer(c) for c in chunks if c]
+        stuffed.append(b".\r\n" if stuffed and stuffed[-1].endswith(b"\r\n") else b"\r\n.\r\n")
         try:
-            self._sock.sendall(stuffed + ending)
+            self._sock.sendall(b"".join(stuffed))
             yield self._sock
             reply = self._reply()
         except (_Closed, OSError) as exc:
