@@ -56,6 +56,8 @@ class _State:
     then_refuse: bool = False  # and stop listening, so a reconnect fails
     silent_drops: int = 0  # take the next messages, then hang up before answering
     hang_up_on: str | None = None  # close the connection on this command, before answering
+    stall_on: str | None = None  # answer this command (MAIL, or BODY: the message) late
+    stall_seconds: float = 0.0
     pipelining: bool = True  # offer PIPELINING in the EHLO answer
     auth: tuple[str, str] | None = None
     tls_context: ssl.SSLContext | None = None
@@ -106,6 +108,12 @@ class _Handler:
         )
         with self.state.lock:
             self.state.messages.append(received)
+            stall = self.state.stall_seconds if self.state.stall_on == "BODY" else 0.0
+            if stall:
+                self.state.stall_on = None
+        if stall:
+            await asyncio.sleep(stall)  # the message is taken; its answer comes too late
+        with self.state.lock:
             if self.state.silent_drops > 0:
                 self.state.silent_drops -= 1
                 if server.transport is not None:
@@ -146,6 +154,12 @@ class _CountingSMTP(SMTP):
         return True
 
     async def smtp_MAIL(self, arg: str) -> None:
+        with self._state.lock:
+            stall = self._state.stall_seconds if self._state.stall_on == "MAIL" else 0.0
+            if stall:
+                self._state.stall_on = None
+        if stall:
+            await asyncio.sleep(stall)
         if not self._hang_up_on("MAIL"):
             await super().smtp_MAIL(arg)
 
@@ -262,6 +276,11 @@ class FakeSmtp:
         """Close the connection when the next `command` (MAIL, RCPT, DATA) comes, unanswered."""
         with self._state.lock:
             self._state.hang_up_on = command
+
+    def stall_on(self, what: str, seconds: float) -> None:
+        """Answer the next MAIL command, or the next message (BODY), `seconds` late."""
+        with self._state.lock:
+            self._state.stall_on, self._state.stall_seconds = what, seconds
 
     def offer_pipelining(self, offer: bool) -> None:
         """Whether the EHLO answer (of connections opened from now on) offers PIPELINING."""
