@@ -45,8 +45,8 @@ _PLAIN = re.compile(r"[A-Za-z0-9<>@._+/-]+(?: [A-Za-z0-9<>@._+/-]+)*")
 _PIECE = _MAX_LINE - 1  # a QP piece and its soft break
 # The table body_encode translates with (private, but the parity tests would catch a change).
 _QP_MAP = quoprimime._QUOPRI_BODY_ENCODE_MAP  # type: ignore[attr-defined]
-_QP_UNSAFE = re.compile(
-    "[^" + re.escape("".join(chr(c) for c in range(256) if _QP_MAP[c] == chr(c))) + "]"
+_QP_RARE = re.compile(  # what the table changes, but `=`
+    "[^=" + re.escape("".join(chr(c) for c in range(256) if _QP_MAP[c] == chr(c))) + "]"
 )
 
 
@@ -150,7 +150,7 @@ class _Personal:
         # before `at`: personalize from there, as digest.mime.personalize would.
         cut = max(0, self.at - max(len(k) for k in keys) + 1)
         self.head, self._tail, self._kept = line[:cut], line[cut:], line[cut : self.at]
-        translated = line[: self.at].decode("latin-1").translate(_QP_MAP)
+        translated = _qp(line[: self.at])
         pieces, start = _wrap(translated, whole=False)
         self.pieces = _crlf(pieces)
         self._left = translated[start:]
@@ -196,9 +196,9 @@ def _template(rest: bytes, keys: Sequence[bytes]) -> list[tuple[bytes, str, int 
 
 
 def _qp(data: bytes) -> str:
-    """quoprimime's character translation (before the wrap); the safe characters, most of
-    them, are left in place rather than looked up one by one."""
-    return _QP_UNSAFE.sub(_qp_char, data.decode("latin-1"))
+    """quoprimime's character translation (before the wrap), without looking up each
+    character: `=` (the one common in HTML) by replace, the rarer others one by one."""
+    return _QP_RARE.sub(_qp_char, data.decode("latin-1").replace("=", "=3D"))
 
 
 def _qp_char(match: re.Match[str]) -> str:
@@ -260,9 +260,8 @@ def _encode(lines: Sequence[bytes], cte: str) -> bytes:
     """Whole lines as the generator writes them in `cte`, CRLF-ended."""
     if not lines:
         return b""
-    if cte == "quoted-printable":
-        text = quoprimime.body_encode((b"\n".join(lines) + b"\n").decode("latin-1"), _MAX_LINE)
-        return text.replace("\n", "\r\n").encode("ascii")
+    if cte == "quoted-printable":  # quoprimime.body_encode, line by line
+        return _crlf([piece for line in lines for piece in _wrap(_qp(line))[0]])
     return b"\r\n".join(lines) + b"\r\n"
 
 

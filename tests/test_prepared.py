@@ -23,7 +23,7 @@ from digest import compose
 from digest.config import Config
 from digest.dkim import DkimKey, verify
 from digest.mime import POLICY, build_message, message_bytes
-from digest.prepared import Message, PreparedEmail
+from digest.prepared import _QP_MAP, Message, PreparedEmail, _qp
 from digest.tokens import LinkSigner
 from digest.transports.base import OutgoingEmail, Recipient
 from digest.transports.smtp import SmtpTransport
@@ -248,3 +248,8 @@ def test_a_header_written_without_the_parser_is_what_the_parser_writes(
     assert prepared._fold(name, value) == POLICY.fold_binary(
         *POLICY.header_store_parse(name, value)
     )
+
+
+def test_the_quoted_printable_translation_is_the_email_packages_for_every_byte() -> None:
+    data = bytes(range(256)) * 2 + b"a=b\r\n=\xff=="
+    assert _qp(data) == data.decode("latin-1").translate(_QP_MAP)
