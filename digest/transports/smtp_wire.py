@@ -31,6 +31,7 @@ from typing import BinaryIO
 Steps = Generator[socket.socket, None, None]  # yields the socket whenever an answer is due
 
 _MAX_REPLY_LINE = 8192  # smtplib's limit on one reply line
+SEND_BUFFER = 1 << 20  # room for whole messages, so a write returns while the server reads
 _SHARED_MIN = 2048  # chunks at least this long are stuffed once and kept
 _KEPT_BYTES = 32 << 20  # at most this much stuffed text kept
 _PLAIN_ADDRESS = re.compile(r"[^<>\s\"(),:;\[\]\\]+@[^<>\s\"(),:;\[\]\\]+")
@@ -100,6 +101,9 @@ class Wire:
         if conn.file is None:  # smtplib makes it on its first answer; share it
             conn.file = conn.sock.makefile("rb")
         self._sock = conn.sock
+        # The default (16 KB, grown slowly) is smaller than one message: writing the body
+        # would wait on the server's reading instead of going on with another connection.
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
         self._file: BinaryIO = conn.file
         self._stuffer = stuffer
 
