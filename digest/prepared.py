@@ -16,6 +16,7 @@ contain) goes through `build_message` instead, so the bytes are the same either 
 from __future__ import annotations
 
 import binascii
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,6 +44,9 @@ _SNIFF_LINES = 10  # the email package compares QP and base64 on the first 10 li
 # encoded word or list separator that the header parser could rewrite.
 _PLAIN = re.compile(r"[A-Za-z0-9<>@._+/-]+(?: [A-Za-z0-9<>@._+/-]+)*")
 _PIECE = _MAX_LINE - 1  # a QP piece and its soft break
+# The email package's boundaries: "=" * 15, 19 digits, "==" (then ".N" if the text holds it).
+_BOUNDARY = re.compile(r"={15}\d{19}==")
+_STAND_IN = "=" * 15 + "7" * 19 + "=="
 # The table body_encode translates with (private, but the parity tests would catch a change).
 _QP_MAP = quoprimime._QUOPRI_BODY_ENCODE_MAP  # type: ignore[attr-defined]
 _QP_RARE = re.compile(  # what the table changes, but `=`
@@ -345,20 +349,16 @@ class PreparedEmail:
         return self._frames[key]
 
     def _skeleton(self, text_cte: str, html_cte: str) -> tuple[bytes, bytes, bytes, bytes] | None:
-        marks = (b"@@digest-text-part@@", b"@@digest-html-part@@")
-        msg = EmailMessage(policy=POLICY)
-        msg.set_content(marks[0].decode() + "\n", subtype="plain", charset="utf-8", cte=text_cte)
-        msg.add_alternative(marks[1].decode() + "\n", subtype="html", charset="utf-8", cte=html_cte)
-        msg.set_boundary(self.boundary)
-        data = msg.as_bytes(policy=POLICY)
-        mime, _, rest = data.partition(b"\r\n\r\n")
-        opening, _, rest = rest.partition(marks[0] + b"\r\n")
-        middle, _, closing = rest.partition(marks[1] + b"\r\n")
+        stand_in = _STAND_IN if _BOUNDARY.fullmatch(self.boundary) else self.boundary
+        mime, opening, middle, closing = (
+            x.replace(stand_in.encode("ascii"), self.boundary.encode("ascii"))
+            for x in _skeleton(text_cte, html_cte, stand_in)
+        )
         for part, cte in zip(self._parts, (text_cte, html_cte), strict=True):
             shared = part.runs(cte) + [h.pieces for h in part.heads]
             if any(self._delimiter in c for c in shared):
                 return None
-        return mime + b"\r\n", opening, middle, closing
+        return mime, opening, middle, closing
 
     def _slow(self, recipient: Recipient, now: datetime) -> Message:
         self.rebuilt += 1
@@ -367,3 +367,20 @@ class PreparedEmail:
         data = message_bytes(message, self.dkim, utf8=utf8)
         head, _, body = data.partition(b"\r\n\r\n")
         return Message(str(message["Message-ID"]), head + b"\r\n", (body,))
+
+
+@functools.lru_cache(maxsize=32)
+def _skeleton(text_cte: str, html_cte: str, boundary: str) -> tuple[bytes, bytes, bytes, bytes]:
+    """The MIME headers and the frame around the two parts, as the email package writes
+    them. Written with a stand-in boundary of the usual shape (digits for digits: the
+    same folding), it serves every content whose boundary has that shape."""
+    marks = (b"@@digest-text-part@@", b"@@digest-html-part@@")
+    msg = EmailMessage(policy=POLICY)
+    msg.set_content(marks[0].decode() + "\n", subtype="plain", charset="utf-8", cte=text_cte)
+    msg.add_alternative(marks[1].decode() + "\n", subtype="html", charset="utf-8", cte=html_cte)
+    msg.set_boundary(boundary)
+    data = msg.as_bytes(policy=POLICY)
+    mime, _, rest = data.partition(b"\r\n\r\n")
+    opening, _, rest = rest.partition(marks[0] + b"\r\n")
+    middle, _, closing = rest.partition(marks[1] + b"\r\n")
+    return mime + b"\r\n", opening, middle, closing
