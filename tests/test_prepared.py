@@ -264,3 +264,6 @@ def test_contents_share_one_mime_frame_whatever_their_boundary(
     monkeypatch.setattr("digest.prepared.Generator._make_boundary", lambda text: boundary)
     prepared = _assert_same(email)
     assert prepared.boundary == boundary and prepared.rebuilt == 0
+    message = prepared.message(email.recipients[0], now=NOW).as_bytes()
+    assert f'boundary="{boundary}"'.encode() in message
+    assert message.count(f"\r\n--{boundary}".encode()) == 3  # two parts, then the end
