@@ -42,10 +42,6 @@ log = logging.getLogger(__name__)
 PREPARED_KEPT = 64  # distinct contents kept prepared (an edition has one per topic mix)
 
 
-class _Dropped(Exception):
-    """The connection went away before the message body was sent; safe to send it again."""
-
-
 class SmtpTransport:
     """Delivers through an SMTP server (STARTTLS, implicit TLS, or plain on a trusted link)."""
 
@@ -213,12 +209,12 @@ class SmtpTransport:
         message = prepared.message(recipient, now=self._now())
         try:
             return (yield from self._send_one(slot, prepared.email.from_email, recipient, message))
-        except _Dropped as exc:
+        except Dropped as exc:
             log.warning("%s: connection lost (%s); reconnecting", self._where(), exc)
             self._drop(slot)
         try:
             return (yield from self._send_one(slot, prepared.email.from_email, recipient, message))
-        except _Dropped as exc:
+        except Dropped as exc:
             self._drop(slot)
             raise TransportError(
                 f"{self._where()}: connection lost twice: {exc}", retryable=True
@@ -243,8 +239,6 @@ class SmtpTransport:
             if exc.reply.code == 421:
                 self._drop(slot)  # 421: the server is closing this connection
             return _refused(recipient, exc.reply.code, exc.reply.text)
-        except Dropped as exc:
-            raise _Dropped(str(exc)) from None
         except smtplib.SMTPException as exc:  # e.g. an SMTPUTF8 address the server cannot take
             return SendResult(recipient.delivery_id, ok=False, error=f"smtp: {exc}")
         return SendResult(recipient.delivery_id, ok=True, message_id=message.message_id)

@@ -4,11 +4,10 @@ smtplib sends each command and waits for its answer: MAIL, RCPT, DATA and the bo
 four round trips per message, and every address is parsed again on the way. Here, when
 the server offers PIPELINING (RFC 2920) and the setting allows it, MAIL, RCPT and DATA
 go out in one write and their three answers are read after it; the body follows once
-DATA is answered 354, dot-stuffed, in one write. The message comes in chunks that each
-begin a line, so each is dot-stuffed on its own, and the long ones (a content's shared
-parts) only once: `bytes.replace` needs ≈ 0.4 ms to stuff 80 KB, more than the rest of
-a message costs. Without PIPELINING each command waits
-for its answer, as smtplib does.
+DATA is answered 354, dot-stuffed, in one write. Without PIPELINING each command waits
+for its answer, as smtplib does. The message comes in chunks that each begin a line, so
+each is dot-stuffed on its own, and the long ones (a content's shared parts) only once:
+`bytes.replace` needs ≈ 0.4 ms to stuff 80 KB, more than the rest of a message costs.
 
 smtplib still opens, secures and logs in the connection (rare, and its errors are the
 ones wanted there); the messages go over its socket, their answers read from its buffered
@@ -106,10 +105,6 @@ class Wire:
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
         self._file: BinaryIO = conn.file
         self._stuffer = stuffer
-
-    @property
-    def open(self) -> bool:
-        return self.conn.sock is not None
 
     def send(self, sender: str, to: str, chunks: Sequence[bytes]) -> Steps:
         """Send the message `chunks` (each begins a line; CRLF line ends) from `sender` to
