@@ -119,9 +119,9 @@ def test_refused_recipients_leave_the_connection_ready_for_the_next_message(
 def test_an_answer_that_never_comes_before_the_body_is_sent_again_after_the_timeout(
     smtp_server: FakeSmtp,
 ) -> None:
-    transport = _transport(smtp_server, timeout=0.5)
+    transport = _transport(smtp_server, timeout=1.5)
     transport.send(_email(1))
-    smtp_server.stall_on("MAIL", 3.0)
+    smtp_server.stall_on("MAIL", 6.0)
     results = transport.send(_email(2, first_id=2))
     transport.close()
 
@@ -134,8 +134,8 @@ def test_an_answer_that_never_comes_before_the_body_is_sent_again_after_the_time
 def test_an_answer_that_never_comes_after_the_body_is_in_doubt_and_not_resent(
     smtp_server: FakeSmtp,
 ) -> None:
-    transport = _transport(smtp_server, timeout=0.5, connections=2)
-    smtp_server.stall_on("BODY", 3.0)
+    transport = _transport(smtp_server, timeout=1.5, connections=2)
+    smtp_server.stall_on("BODY", 6.0)
     results = transport.send(_email(4))
     transport.close()
 
