@@ -268,3 +268,23 @@ def test_the_keyed_mac_is_hmac_sha1() -> None:
     for key in (b"k" * 20, b"x" * 100, b""):
         for message in (b"", b"eyJzIjo0Mn0", b"z" * 500):
             assert tokens.KeyedMac(key).digest(message) == hmac.digest(key, message, "sha1")
+
+
+def test_results_with_a_message_id_each_are_recorded_on_their_own_rows(
+    store: Store, edition: Edition
+) -> None:
+    _add(store, 6)
+    store.deliveries.plan(KEY, lambda _i, _t: ("politics|A", "A"), now=NOW)
+    rows = _claim(store, 6)
+    results = [SendResult(r.id, ok=True, message_id=f"<m{r.id}@example.com>") for r in rows[:4]]
+    results.append(SendResult(rows[4].id, ok=False, error="smtp 550 5.1.1 No such mailbox"))
+    store.deliveries.record(results, retries=0, now=NOW)
+
+    got = {row["id"]: row for row in store.deliveries.rows(KEY)}
+    for r in rows[:4]:
+        assert got[r.id]["state"] == "sent"
+        assert got[r.id]["provider_message_id"] == f"<m{r.id}@example.com>"
+        assert got[r.id]["sent_at"] is not None
+    assert got[rows[4].id]["state"] == "failed"
+    assert got[rows[4].id]["last_error"] == "smtp 550 5.1.1 No such mailbox"
+    assert got[rows[5].id]["state"] == "sending"  # not in this call's results: untouched

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, Select, and_, func, or_, select, update
+from sqlalchemy import Connection, Row, Select, and_, bindparam, func, or_, select, update
 
 from digest.editions import Edition
 from digest.errors import UsageError
@@ -189,15 +189,36 @@ class DeliveryStore(Planning):
         """Write each final result (sent or failed) of one provider call, in one commit.
 
         Results are grouped by message id / error (a SendGrid request has one message id for
-        all its recipients), so a batch costs a few UPDATE … WHERE id IN (…), not one per row.
+        all its recipients), so a batch costs a few UPDATE … WHERE id IN (…), not one per row;
+        the rows sent with a message id of their own (SMTP) go in one executemany.
         """
         groups: dict[tuple[bool, str | None], list[int]] = {}
         for r in results:
             groups.setdefault((r.ok, r.message_id if r.ok else r.error or "failed"), []).append(
                 r.delivery_id
             )
+        own = [
+            {"row": ids[0], "mid": value}
+            for (ok, value), ids in groups.items()
+            if ok and len(ids) == 1
+        ]
+        if len(own) > 1:
+            groups = {k: v for k, v in groups.items() if not (k[0] and len(v) == 1)}
 
         def work(conn: Connection) -> None:
+            if len(own) > 1:
+                stmt = (
+                    update(deliveries)
+                    .where(_d.id == bindparam("row"))
+                    .values(
+                        state="sent",
+                        provider_message_id=bindparam("mid"),
+                        sent_at=func.coalesce(_d.sent_at, now),
+                        updated_at=now,
+                        **({"attempts": _d.attempts + retries} if retries else {}),
+                    )
+                )
+                conn.execute(stmt, own)
             for (ok, value), ids in groups.items():
                 values: dict[str, Any] = {"updated_at": now}
                 if retries:
