@@ -109,18 +109,11 @@ def recipients(
 ) -> list[Recipient]:
     """Each addressee with signed links, one-click unsubscribe headers and tracking args."""
     unsubscribe_url, preferences_url = links.unsubscribe_url, links.preferences_url
+    extra = {"test": "true"} if test else {}
     out = []
     for row in rows:
         sid = row.subscriber_id
         unsubscribe = unsubscribe_url(sid, edition_key)
-        args = {
-            "delivery_id": str(row.id),
-            "edition": edition_key,
-            "variant": row.variant,
-            "subscriber_id": str(sid),
-        }
-        if test:
-            args["test"] = "true"
         out.append(
             Recipient(
                 row.id,
@@ -128,7 +121,13 @@ def recipients(
                 row.name,
                 {UNSUBSCRIBE: unsubscribe, PREFERENCES: preferences_url(sid)},
                 {"List-Unsubscribe": f"<{unsubscribe}>", "List-Unsubscribe-Post": ONE_CLICK},
-                args,
+                {
+                    "delivery_id": str(row.id),
+                    "edition": edition_key,
+                    "variant": row.variant,
+                    "subscriber_id": str(sid),
+                    **extra,
+                },
             )
         )
     return out

@@ -11,9 +11,9 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Row, Select, and_, bindparam, func, or_, select, update
+from sqlalchemy import Connection, Select, and_, bindparam, func, or_, select, update
 
 from digest.editions import Edition
 from digest.errors import UsageError
@@ -27,6 +27,17 @@ STATES = ("pending", "sending", "sent", "failed", "suppressed")
 GONE = "subscriber is no longer active"
 
 _d = deliveries.c
+
+
+class LedgerRow(NamedTuple):
+    """A pending row as composing reads it (compose.Row): a tuple, so reading is cheap."""
+
+    id: int
+    subscriber_id: int
+    email: str
+    name: str
+    variant: str
+    content_key: str
 
 
 class DeliveryStore(Planning):
@@ -67,7 +78,7 @@ class DeliveryStore(Planning):
         *,
         after: int = 0,
         due: datetime | None = None,
-    ) -> Sequence[Row[Any]]:
+    ) -> list[LedgerRow]:
         """Up to `limit` pending rows of one content key with ids above `after` (and a moment
         no later than `due`), read but not claimed (a send composes them while the previous
         batch is in flight)."""
@@ -79,7 +90,7 @@ class DeliveryStore(Planning):
             *_due(due),
         )
         with self.engine.connect() as conn:
-            return conn.execute(query.order_by(_d.id).limit(limit)).all()
+            return [LedgerRow._make(r) for r in conn.execute(query.order_by(_d.id).limit(limit))]
 
     def batches(
         self, edition_key: str, size: int, *, due: datetime | None = None
@@ -109,13 +120,13 @@ class DeliveryStore(Planning):
                     break
                 after = ids[-1]
 
-    def pending_of(self, edition_key: str, ids: Sequence[int]) -> Sequence[Row[Any]]:
+    def pending_of(self, edition_key: str, ids: Sequence[int]) -> list[LedgerRow]:
         """The rows `ids` of the edition that are still pending, by id (a worker's batch)."""
-        found: list[Row[Any]] = []
+        found: list[LedgerRow] = []
         for chunk in chunks(sorted(ids)):
             query = self._rows().where(_d.id.in_(chunk), _d.edition_key == edition_key, PENDING)
             with self.engine.connect() as conn:
-                found.extend(conn.execute(query.order_by(_d.id)))
+                found.extend(LedgerRow._make(r) for r in conn.execute(query.order_by(_d.id)))
         return found
 
     @staticmethod

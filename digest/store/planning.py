@@ -105,8 +105,10 @@ class Planning(LedgerBase):
             planned.sort(key=_by_content)  # a content key's rows side by side, by id
             if not planned:
                 return 0, rows[-1][0]
-            added = changed(conn, self._insert_planned(edition_key, planned, now), _d.id)
-            return added, rows[-1][0]
+            insert = self._insert_planned(edition_key, planned, now)
+            if self._postgres:  # rowcount there is -1 for ON CONFLICT DO NOTHING
+                return changed(conn, insert, _d.id), rows[-1][0]
+            return conn.execute(insert).rowcount, rows[-1][0]
 
         last: int | None = 0
         total = 0
