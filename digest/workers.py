@@ -29,10 +29,10 @@ import functools
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -58,6 +58,7 @@ MAX_BATCH = 1000  # deliveries per task: SendGrid's limit of personalizations pe
 LOCK_WAIT = 1  # seconds before a task that met an exclusive holder of the lock runs again
 LOCK_TRIES = 3600  # so a task waits an hour at most for a send, a cancel or the final task
 INSTALL_TRIES = 120  # half-second waits for another process creating the queue's tables
+DEFER_CHUNK = 100  # batch tasks deferred in one statement (each carries up to 1,000 rows)
 FINAL_PRIORITY = -1  # below every batch: it runs once no batch task is waiting
 Now = Callable[[], datetime]
 
@@ -162,9 +163,21 @@ def _worker(context: Any) -> Worker:
     return worker
 
 
+class Planned(NamedTuple):
+    """A row of a batch as planned (compose.Row): a task carries its rows, so a worker
+    reads nothing before the claim, which takes only those still pending."""
+
+    id: int
+    subscriber_id: int
+    email: str
+    name: str
+    variant: str
+    content_key: str = ""
+
+
 @dataclass(frozen=True)
 class Batch:
-    """The arguments of a batch task (and, without `ids`, of the final task)."""
+    """The arguments of a batch task (and, without `rows`, of the final task)."""
 
     edition: str
     fingerprint: str
@@ -173,7 +186,11 @@ class Batch:
     send_at: str | None = None  # ISO time (SendGrid scheduled send)
     due: str | None = None  # ISO time (local-time delivery: rows due by then)
     content_key: str = ""
-    ids: tuple[int, ...] = ()
+    rows: tuple[Planned, ...] = ()
+
+    def __post_init__(self) -> None:  # from the task's JSON arguments: lists
+        rows = tuple(Planned(*r[:5], self.content_key) for r in self.rows)
+        object.__setattr__(self, "rows", rows)
 
     def options(self, size: int = MAX_BATCH) -> sending.SendOptions:
         return sending.SendOptions(
@@ -222,15 +239,18 @@ class Queue:
 
     def defer(self, edition: Edition, batch: Batch, size: int) -> Queued:
         """One task per batch of pending rows due by `batch.due`, then the final task."""
-        ledger = self.store.deliveries
         tasks = self.app.tasks
-        jobs = [
-            _args(replace(batch, content_key=key, ids=tuple(ids)))
-            for key, ids in ledger.batches(edition.key, size, due=_when(batch.due))
-        ]
         sender = tasks["digest:send_batch"].configure(queue=_send_queue(edition.key))
-        for start in range(0, len(jobs), 500):
-            sender.batch_defer(*jobs[start : start + 500])
+        jobs, rows = 0, 0
+        chunk: list[dict[str, Any]] = []
+        for key, planned in _pending(self.store.deliveries, edition.key, size, _when(batch.due)):
+            chunk.append(_args(replace(batch, content_key=key, rows=tuple(planned))))
+            jobs, rows = jobs + 1, rows + len(planned)
+            if len(chunk) == DEFER_CHUNK:
+                sender.batch_defer(*chunk)
+                chunk = []
+        if chunk:
+            sender.batch_defer(*chunk)
         final = tasks["digest:finish"].configure(
             queue="digest",
             priority=FINAL_PRIORITY,
@@ -238,7 +258,7 @@ class Queue:
         )
         with contextlib.suppress(procrastinate.exceptions.AlreadyEnqueued):
             final.defer(**_args(batch))
-        return Queued(edition.key, len(jobs), sum(len(j["ids"]) for j in jobs))
+        return Queued(edition.key, jobs, rows)
 
     def deliver(
         self,
@@ -264,6 +284,7 @@ class Queue:
                 now=now, options=options,
             )  # fmt: skip
             skipped = sending.prepare(run)
+            _analyze(self.store)
         batch = Batch(
             edition=edition.key,
             fingerprint=fingerprint(edition),
@@ -306,10 +327,31 @@ def send_queued(
         )  # fmt: skip
 
 
+def _analyze(store: Store) -> None:
+    """Fresh planner statistics once the audience is planned: the planner otherwise still
+    believes the index of pending rows nearly empty and has every claim scan all of it (and
+    all active subscribers), a cost that grows with the edition."""
+    with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("ANALYZE deliveries, subscribers"))
+
+
 def _args(batch: Batch) -> dict[str, Any]:
     out = {k: getattr(batch, k) for k in batch.__dataclass_fields__}
-    out["ids"] = list(batch.ids)
+    out["rows"] = [list(r[:5]) for r in batch.rows]  # the content key is the batch's
     return out
+
+
+def _pending(
+    ledger: DeliveryStore, edition_key: str, size: int, due: datetime | None
+) -> Iterator[tuple[str, Sequence[Any]]]:
+    """The pending rows (due by `due`) as (content key, up to `size` rows)."""
+    for content_key in ledger.content_keys(edition_key, due=due):
+        after = 0
+        while rows := ledger.pending(edition_key, content_key, size, after=after, due=due):
+            yield content_key, rows
+            if len(rows) < size:
+                break
+            after = rows[-1].id
 
 
 # -- running ---------------------------------------------------------------------------
@@ -324,6 +366,8 @@ class Worker:
     now: Now = lambda: datetime.now(UTC)
     stalled_after: float = 30.0
     renderers: dict[str, compose.Renderer] = field(default_factory=dict)  # by fingerprint
+    # by key: (stored data, edition, fingerprint) as last read
+    editions: dict[str, tuple[dict[str, Any], Edition, str]] = field(default_factory=dict)
 
     def _renderer(self, edition: Edition, key: str) -> compose.Renderer:
         """One renderer per edition for the process's life: each content renders once here,
@@ -341,33 +385,39 @@ class Worker:
         return make_transport(name, self.config, edition_key=edition.key, now=self.now)
 
     def _edition(self, batch: Batch) -> Edition | None:
-        """The batch's edition as the store has it; None when it was cancelled meanwhile."""
-        edition = self.store.editions.get(batch.edition)
-        if edition is None or fingerprint(edition) != batch.fingerprint:
+        """The batch's edition as the store has it (one read, its state with it); None when
+        it was cancelled meanwhile. Parsing and fingerprinting are done once per content."""
+        stored = self.store.editions.stored(batch.edition)
+        known = self.editions.get(batch.edition)
+        if stored is not None and (known is None or known[0] != stored[0]):
+            edition = Edition.from_dict(stored[0])
+            known = stored[0], edition, fingerprint(edition)
+            self.editions[batch.edition] = known
+        if stored is None or known is None or known[2] != batch.fingerprint:
             raise UsageError(
                 f"edition {batch.edition} changed or was removed since its send was queued",
                 hint="run digest send --workers again: it reads the edition as it is now",
             )
-        if self.store.schedules.state(edition.key) == lifecycle.CANCELLED:
-            return None
-        return edition
+        return None if stored[1] == lifecycle.CANCELLED else known[1]
 
     def send_batch(self, batch: Batch) -> int:
-        """Send the batch's rows still pending; returns how many were sent."""
+        """Send the batch's rows still pending; returns how many were sent. The rows come
+        with the task; the ledger claim leaves out any no longer pending (a task run twice)."""
         with edition_lock(self.store.engine, batch.edition, shared=True):
             edition = self._edition(batch)
-            rows = edition and self.store.deliveries.pending_of(batch.edition, batch.ids)
-            if edition is None or not rows:
-                return 0  # run before (a task handed out again), or cancelled
+            if edition is None or not batch.rows:
+                return 0  # cancelled
             transport = self._transport(batch.transport, edition)
             try:
                 run = sending.open_run(
                     edition, config=self.config, ledger=self.store.deliveries,
                     transport=transport, secret=self.secret, now=self.now,
-                    options=batch.options(len(rows)),
+                    options=batch.options(len(batch.rows)),
                     render=self._renderer(edition, batch.fingerprint),
                 )  # fmt: skip
-                recipients = compose.recipients(rows, links=run.links, edition_key=edition.key)
+                recipients = compose.recipients(
+                    batch.rows, links=run.links, edition_key=edition.key
+                )
                 content = run.cache.get(batch.content_key)
                 email = compose.compose(content, recipients, config=self.config, edition=edition)
                 sending.send_batch(run, email)
