@@ -99,6 +99,20 @@ def _postgres_cpu() -> float:
     return total
 
 
+def _idle(procs: list[subprocess.Popen[bytes]], timeout: float = 60.0) -> None:
+    """Wait until the workers have started: each used under 20 ms of CPU in half a second."""
+    deadline = time.monotonic() + timeout
+    time.sleep(2)
+    before = [_cpu(p.pid) for p in procs]
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = [_cpu(p.pid) for p in procs]
+        if all(b - a < 0.02 for a, b in zip(before, now, strict=True)):
+            return
+        before = now
+    raise SystemExit(f"the workers were still busy starting after {timeout:.0f} s")
+
+
 def _pin(fake_pid: int) -> str:
     """The fake alone on the last core; this process, PostgreSQL (new backends inherit the
     postmaster's cores) and the workers (they inherit ours) on the others."""
@@ -136,7 +150,7 @@ def _run(
         env = {**os.environ, "SENDGRID_API_KEY": api[1], "DIGEST_SECRET": send_bench.SECRET}
         os.environ.update(SENDGRID_API_KEY=api[1])
         procs = [_worker(config_path, env, concurrency) for _ in range(workers)]
-        time.sleep(8)  # let them start (imports, queue tables) before the clock starts
+        _idle(procs)  # started (imports, queue tables) before the clock starts
         load = os.getloadavg()[0]
         pg_cpu, fake_cpu = _postgres_cpu(), fake.cpu()
         worker_cpu = [_cpu(p.pid) for p in procs]

@@ -29,10 +29,10 @@ import functools
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -58,7 +58,7 @@ MAX_BATCH = 1000  # deliveries per task: SendGrid's limit of personalizations pe
 LOCK_WAIT = 1  # seconds before a task that met an exclusive holder of the lock runs again
 LOCK_TRIES = 3600  # so a task waits an hour at most for a send, a cancel or the final task
 INSTALL_TRIES = 120  # half-second waits for another process creating the queue's tables
-DEFER_CHUNK = 100  # batch tasks deferred in one statement (each carries up to 1,000 rows)
+DEFER_CHUNK = 20  # batch tasks deferred in one statement
 FINAL_PRIORITY = -1  # below every batch: it runs once no batch task is waiting
 Now = Callable[[], datetime]
 
@@ -163,21 +163,9 @@ def _worker(context: Any) -> Worker:
     return worker
 
 
-class Planned(NamedTuple):
-    """A row of a batch as planned (compose.Row): a task carries its rows, so a worker
-    reads nothing before the claim, which takes only those still pending."""
-
-    id: int
-    subscriber_id: int
-    email: str
-    name: str
-    variant: str
-    content_key: str = ""
-
-
 @dataclass(frozen=True)
 class Batch:
-    """The arguments of a batch task (and, without `rows`, of the final task)."""
+    """The arguments of a batch task (and, without `ids`, of the final task)."""
 
     edition: str
     fingerprint: str
@@ -186,11 +174,7 @@ class Batch:
     send_at: str | None = None  # ISO time (SendGrid scheduled send)
     due: str | None = None  # ISO time (local-time delivery: rows due by then)
     content_key: str = ""
-    rows: tuple[Planned, ...] = ()
-
-    def __post_init__(self) -> None:  # from the task's JSON arguments: lists
-        rows = tuple(Planned(*r[:5], self.content_key) for r in self.rows)
-        object.__setattr__(self, "rows", rows)
+    ids: tuple[int, ...] = ()
 
     def options(self, size: int = MAX_BATCH) -> sending.SendOptions:
         return sending.SendOptions(
@@ -243,10 +227,10 @@ class Queue:
         sender = tasks["digest:send_batch"].configure(queue=_send_queue(edition.key))
         jobs, rows = 0, 0
         chunk: list[dict[str, Any]] = []
-        for key, planned in _pending(self.store.deliveries, edition.key, size, _when(batch.due)):
-            chunk.append(_args(replace(batch, content_key=key, rows=tuple(planned))))
-            jobs, rows = jobs + 1, rows + len(planned)
-            if len(chunk) == DEFER_CHUNK:
+        for key, ids in self.store.deliveries.batches(edition.key, size, due=_when(batch.due)):
+            chunk.append(_args(replace(batch, content_key=key, ids=tuple(ids))))
+            jobs, rows = jobs + 1, rows + len(ids)
+            if len(chunk) == DEFER_CHUNK:  # workers start on these while the rest is read
                 sender.batch_defer(*chunk)
                 chunk = []
         if chunk:
@@ -337,21 +321,8 @@ def _analyze(store: Store) -> None:
 
 def _args(batch: Batch) -> dict[str, Any]:
     out = {k: getattr(batch, k) for k in batch.__dataclass_fields__}
-    out["rows"] = [list(r[:5]) for r in batch.rows]  # the content key is the batch's
+    out["ids"] = list(batch.ids)
     return out
-
-
-def _pending(
-    ledger: DeliveryStore, edition_key: str, size: int, due: datetime | None
-) -> Iterator[tuple[str, Sequence[Any]]]:
-    """The pending rows (due by `due`) as (content key, up to `size` rows)."""
-    for content_key in ledger.content_keys(edition_key, due=due):
-        after = 0
-        while rows := ledger.pending(edition_key, content_key, size, after=after, due=due):
-            yield content_key, rows
-            if len(rows) < size:
-                break
-            after = rows[-1].id
 
 
 # -- running ---------------------------------------------------------------------------
@@ -390,6 +361,8 @@ class Worker:
         stored = self.store.editions.stored(batch.edition)
         known = self.editions.get(batch.edition)
         if stored is not None and (known is None or known[0] != stored[0]):
+            if len(self.editions) >= 4:  # a worker outlives many editions
+                self.editions.clear()
             edition = Edition.from_dict(stored[0])
             known = stored[0], edition, fingerprint(edition)
             self.editions[batch.edition] = known
@@ -401,23 +374,21 @@ class Worker:
         return None if stored[1] == lifecycle.CANCELLED else known[1]
 
     def send_batch(self, batch: Batch) -> int:
-        """Send the batch's rows still pending; returns how many were sent. The rows come
-        with the task; the ledger claim leaves out any no longer pending (a task run twice)."""
+        """Send the batch's rows still pending; returns how many were sent."""
         with edition_lock(self.store.engine, batch.edition, shared=True):
             edition = self._edition(batch)
-            if edition is None or not batch.rows:
-                return 0  # cancelled
+            rows = edition and self.store.deliveries.pending_of(batch.edition, batch.ids)
+            if edition is None or not rows:
+                return 0  # run before (a task handed out again), or cancelled
             transport = self._transport(batch.transport, edition)
             try:
                 run = sending.open_run(
                     edition, config=self.config, ledger=self.store.deliveries,
                     transport=transport, secret=self.secret, now=self.now,
-                    options=batch.options(len(batch.rows)),
+                    options=batch.options(len(rows)),
                     render=self._renderer(edition, batch.fingerprint),
                 )  # fmt: skip
-                recipients = compose.recipients(
-                    batch.rows, links=run.links, edition_key=edition.key
-                )
+                recipients = compose.recipients(rows, links=run.links, edition_key=edition.key)
                 content = run.cache.get(batch.content_key)
                 email = compose.compose(content, recipients, config=self.config, edition=edition)
                 sending.send_batch(run, email)
