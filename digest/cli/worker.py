@@ -29,7 +29,7 @@ def worker_command(
     env: Env, concurrency: int | None, stalled_after: float, heartbeat: float
 ) -> None:
     """Send batches queued by `digest send --workers`, and run `digest run-due` every
-    minute, until SIGTERM or Ctrl-C (the batch in flight is finished first).
+    minute, until SIGTERM or Ctrl-C (the batches in flight are finished first).
 
     Needs a PostgreSQL store; start one or more on any machine that reaches it, each with
     the same digest.yaml and secrets. Its first start creates the queue's tables.
