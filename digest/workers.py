@@ -55,8 +55,10 @@ except ImportError:  # pragma: no cover - the postgres extra is not installed
     procrastinate = None  # type: ignore[assignment]
 
 MAX_BATCH = 1000  # deliveries per task: SendGrid's limit of personalizations per request
-LOCK_WAIT = 1  # seconds before a task that met an exclusive holder of the lock runs again
-LOCK_TRIES = 3600  # so a task waits an hour at most for a send, a cancel or the final task
+# seconds before a task that met an exclusive holder of the lock runs again (and between
+# polls of an idle worker): the final task that met the last batches waits this long
+LOCK_WAIT = 0.25
+LOCK_TRIES = 14400  # so a task waits an hour at most for a send, a cancel or the final task
 INSTALL_TRIES = 120  # half-second waits for another process creating the queue's tables
 DEFER_CHUNK = 20  # batch tasks deferred in one statement
 FINAL_PRIORITY = -1  # below every batch: it runs once no batch task is waiting
