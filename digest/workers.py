@@ -129,7 +129,9 @@ def _tasks() -> Any:
     """The queue's tasks, on a fresh blueprint (one per App: an App takes its tasks over)."""
     tasks = procrastinate.Blueprint()
     retry_busy = procrastinate.RetryStrategy(
-        max_attempts=LOCK_TRIES, wait=LOCK_WAIT, retry_exceptions={LockedError, Busy}
+        max_attempts=LOCK_TRIES,
+        wait=LOCK_WAIT,  # type: ignore[arg-type]  # typed int; it becomes timedelta(seconds=)
+        retry_exceptions={LockedError, Busy},
     )
 
     @tasks.task(name="send_batch", pass_context=True, retry=retry_busy)
