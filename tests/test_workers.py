@@ -87,17 +87,9 @@ def _digest(project: Path, *args: str) -> list[str]:
 
 
 def _worker(project: Path, fake: FakeSendGrid, concurrency: int = 1) -> subprocess.Popen[bytes]:
+    options = ["--heartbeat", "0.5", "--stalled-after", "2", "--concurrency", str(concurrency)]
     return subprocess.Popen(
-        _digest(
-            project,
-            "worker",
-            "--heartbeat",
-            "0.5",
-            "--stalled-after",
-            "2",
-            "--concurrency",
-            str(concurrency),
-        ),  # fmt: skip
+        _digest(project, "worker", *options),
         env=_env(fake),
         stdout=subprocess.DEVNULL,
         stderr=open(project / f"worker-{time.monotonic_ns()}.log", "wb"),  # noqa: SIM115
@@ -198,6 +190,14 @@ def test_worker_killed_mid_batch_then_restarted_serves_each_subscriber_once(
     assert counts["sent"] == len(eligible) and counts["failed"] == counts["sending"] == 0
 
 
+def _started(store: Store) -> int:
+    """How many workers have registered with the queue."""
+    with store.engine.connect() as conn:
+        if not conn.execute(text("SELECT to_regclass('procrastinate_workers')")).scalar():
+            return 0
+        return int(conn.execute(text("SELECT count(*) FROM procrastinate_workers")).scalar_one())
+
+
 def _provider_end_state(fake: FakeSendGrid) -> Counter[int]:
     """How many times the provider delivered each delivery id (from each personalization's
     custom args), leaving out messages of batches cancelled in time."""
@@ -220,11 +220,12 @@ def test_worker_killed_with_batches_in_flight_beside_another_serves_each_subscri
     is restarted, the provider holds each subscriber's delivery exactly once, and the ledger
     says sent for exactly the rows the provider delivered."""
     store, eligible = pg
-    _queue(project, sendgrid, "--strict")
-    sendgrid.set_latency(0.5)  # batches stay in flight until the kill
     other = _worker(project, sendgrid)  # one batch in flight at most
     first = _worker(project, sendgrid, concurrency=3)
     workers += [other, first]
+    _wait("both workers to start", lambda: _started(store) == 2)
+    sendgrid.set_latency(0.5)  # batches stay in flight until the kill
+    _queue(project, sendgrid, "--strict")
     # 3 batches or more in flight, at most 1 of them the other worker's
     _wait("batches in flight", lambda: store.deliveries.counts(KEY)["sending"] >= 3 * BATCH)
     first.send_signal(signal.SIGKILL)
