@@ -8,9 +8,12 @@ throwaway one:
 For each worker count: a fresh schema gets N synthetic subscribers (bulk insert, not
 counted) and one approved edition; the workers are started and left idle, then the clock
 starts, the edition is queued (prepare + one task per batch of 1,000) and the clock stops
-when the edition is sent. The fake SendGrid runs in its own process. Nothing is pinned:
-the fake, PostgreSQL and the workers share the machine's cores as the OS schedules them;
-the CPU seconds each used are printed so the sharing can be read.
+when the edition is sent. The fake SendGrid runs in its own process. By default nothing is
+pinned: the fake, PostgreSQL and the workers share the machine's cores as the OS schedules
+them. `--pin` gives the fake the last core to itself and everything else the others (on
+2 cores: the fake on one, PostgreSQL and the workers on the other). The CPU seconds each
+process used in each run are printed so the sharing can be read. `--concurrency K` runs
+K batch tasks at once in each worker process; `--rounds R` repeats the 1-then-2 pair.
 """
 
 # ruff: noqa: E402  (the standard library comes in only once this folder is off sys.path)
@@ -24,6 +27,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 
 import argparse
+import contextlib
 import importlib.util
 import multiprocessing as mp
 import signal
@@ -33,6 +37,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import psutil
@@ -68,27 +73,64 @@ def _project(folder: Path, store_url: str, sendgrid: str) -> Path:
     return path
 
 
-def _worker(config: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+def _worker(config: Path, env: dict[str, str], concurrency: int) -> subprocess.Popen[bytes]:
     code = "import sys; from digest.cli import main; sys.argv[0] = 'digest'; main()"
     return subprocess.Popen(
-        [sys.executable, "-c", code, "--config", str(config), "worker"],
+        [sys.executable, "-c", code, "--config", str(config), "worker",
+         "--concurrency", str(concurrency)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
 
 
+def _postgres() -> list[psutil.Process]:
+    return [
+        p for p in psutil.process_iter(["name"]) if p.info["name"] in ("postgres", "postmaster")
+    ]
+
+
 def _postgres_cpu() -> float:
     total = 0.0
-    for proc in psutil.process_iter(["name"]):
-        if proc.info["name"] in ("postgres", "postmaster"):
-            try:
-                times = proc.cpu_times()
-                total += times.user + times.system
-            except psutil.Error:
-                continue
+    for proc in _postgres():
+        try:
+            times = proc.cpu_times()
+            total += times.user + times.system
+        except psutil.Error:
+            continue
     return total
 
 
-def _run(base_url: str, n: int, workers: int, api: tuple[str, str]) -> dict[str, float]:
+def _idle(procs: list[subprocess.Popen[bytes]], timeout: float = 60.0) -> None:
+    """Wait until the workers have started: each used under 20 ms of CPU in half a second."""
+    deadline = time.monotonic() + timeout
+    time.sleep(2)
+    before = [_cpu(p.pid) for p in procs]
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = [_cpu(p.pid) for p in procs]
+        if all(b - a < 0.02 for a, b in zip(before, now, strict=True)):
+            return
+        before = now
+    raise SystemExit(f"the workers were still busy starting after {timeout:.0f} s")
+
+
+def _pin(fake_pid: int) -> str:
+    """The fake alone on the last core; this process, PostgreSQL (new backends inherit the
+    postmaster's cores) and the workers (they inherit ours) on the others."""
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        return "one core: nothing pinned"
+    rest = set(cores[:-1])
+    os.sched_setaffinity(fake_pid, {cores[-1]})
+    os.sched_setaffinity(0, rest)
+    for proc in _postgres():
+        with contextlib.suppress(psutil.Error):
+            proc.cpu_affinity(sorted(rest))
+    return f"fake SendGrid pinned to core {cores[-1]}, PostgreSQL and the workers to {sorted(rest)}"
+
+
+def _run(
+    base_url: str, n: int, workers: int, concurrency: int, api: tuple[str, str], fake: Fake
+) -> dict[str, Any]:
     schema = f"bench_{uuid.uuid4().hex[:10]}"
     admin = create_engine(base_url)
     with admin.begin() as conn:
@@ -98,6 +140,8 @@ def _run(base_url: str, n: int, workers: int, api: tuple[str, str]) -> dict[str,
     procs: list[subprocess.Popen[bytes]] = []
     try:
         send_bench._audience(url, n, datetime.now(UTC))
+        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text(f"ANALYZE {schema}.subscribers"))  # as autovacuum would, in time
         config_path = _project(folder, url, api[0])
         config = load_config(config_path)
         store = open_store(url)
@@ -105,9 +149,11 @@ def _run(base_url: str, n: int, workers: int, api: tuple[str, str]) -> dict[str,
         store.editions.save(edition)
         env = {**os.environ, "SENDGRID_API_KEY": api[1], "DIGEST_SECRET": send_bench.SECRET}
         os.environ.update(SENDGRID_API_KEY=api[1])
-        procs = [_worker(config_path, env) for _ in range(workers)]
-        time.sleep(8)  # let them start (imports, queue tables) before the clock starts
-        pg_cpu = _postgres_cpu()
+        procs = [_worker(config_path, env, concurrency) for _ in range(workers)]
+        _idle(procs)  # started (imports, queue tables) before the clock starts
+        load = os.getloadavg()[0]
+        pg_cpu, fake_cpu = _postgres_cpu(), fake.cpu()
+        worker_cpu = [_cpu(p.pid) for p in procs]
         transport = make_transport("sendgrid", config, edition_key=edition.key, now=_now)
         t0 = time.perf_counter()
         queued = send_queued(
@@ -122,10 +168,11 @@ def _run(base_url: str, n: int, workers: int, api: tuple[str, str]) -> dict[str,
             time.sleep(0.05)
         total_s = time.perf_counter() - t0
         sent = store.deliveries.counts(edition.key)["sent"]
-        worker_cpu = sum(sum(psutil.Process(p.pid).cpu_times()[:2]) for p in procs)
+        worker_cpu = [_cpu(p.pid) - c for p, c in zip(procs, worker_cpu, strict=True)]
         store.close()
         return {"rows": queued.rows, "sent": sent, "queued_s": queued_s, "total_s": total_s,
-                "worker_cpu": worker_cpu, "pg_cpu": _postgres_cpu() - pg_cpu}  # fmt: skip
+                "worker_cpu": worker_cpu, "pg_cpu": _postgres_cpu() - pg_cpu,
+                "fake_cpu": fake.cpu() - fake_cpu, "load": load}  # fmt: skip
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
@@ -144,42 +191,79 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+class Fake:
+    """The fake SendGrid in its own process, asked for its counts between runs."""
+
+    def __init__(self) -> None:
+        self.parent, child = mp.Pipe()
+        self.process = mp.Process(target=send_bench._serve, args=(child,), daemon=True)
+        self.process.start()
+        self.api: tuple[str, str] = send_bench._receive(self.parent, self.process)
+
+    def counts(self) -> tuple[int, float, float]:
+        """(recipients accepted, peak RSS MiB, CPU seconds) so far."""
+        self.parent.send("count?")
+        return send_bench._receive(self.parent, self.process)  # type: ignore[no-any-return]
+
+    def cpu(self) -> float:
+        return self.counts()[2]
+
+    def stop(self) -> None:
+        self.parent.send("stop")
+        self.process.join(timeout=10)
+        if self.process.is_alive():
+            self.process.kill()
+
+
+def _cpu(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subscribers", type=int, default=50_000, help="audience size")
+    parser.add_argument("--concurrency", type=int, default=1, help="tasks at once per worker")
+    parser.add_argument("--rounds", type=int, default=1, help="1-then-2 pairs to run")
+    parser.add_argument("--pin", action="store_true", help="give the fake a core of its own")
     args = parser.parse_args()
     base_url = os.environ.get("DIGEST_TEST_POSTGRES")
     if not base_url:
         raise SystemExit("usage: python tests/pgserver.py .venv/bin/python bench/workers.py")
     load_at_start = send_bench._load()
-    parent, child = mp.Pipe()
-    server = mp.Process(target=send_bench._serve, args=(child,), daemon=True)
-    server.start()
-    api = send_bench._receive(parent, server)
+    fake = Fake()
+    sharing = "nothing pinned: the fake, PostgreSQL and the workers share every core"
+    results: list[tuple[int, dict[str, Any]]] = []
     try:
-        results = {w: _run(base_url, args.subscribers, w, api) for w in (1, 2)}
-        parent.send("count?")
-        delivered, server_mb, server_cpu = send_bench._receive(parent, server)
+        if args.pin:
+            sharing = _pin(fake.process.pid or 0)
+        for _ in range(args.rounds):
+            for w in (1, 2):
+                results.append(
+                    (w, _run(base_url, args.subscribers, w, args.concurrency, fake.api, fake))
+                )
+        delivered, server_mb, _cpu_s = fake.counts()
     finally:
-        parent.send("stop")
-        server.join(timeout=10)
-        if server.is_alive():
-            server.kill()
-    print(f"machine:      {send_bench._machine()}")
+        fake.stop()
+    print(f"machine:      {send_bench.describe(load=False)}")
     print(f"load average: {load_at_start} at start, {send_bench._load()} at end")
-    print(f"subscribers:  {args.subscribers:,}; batches of 1,000; fake SendGrid in its own "
-          "process, PostgreSQL and the workers on the same cores (no pinning)")  # fmt: skip
-    for w, r in results.items():
-        rate = r["sent"] / r["total_s"]
+    print(f"subscribers:  {args.subscribers:,}; batches of 1,000; {args.concurrency} task(s) "
+          f"at once per worker; fake SendGrid in its own process; {sharing}")  # fmt: skip
+    rates: dict[int, list[tuple[float, float]]] = {1: [], 2: []}
+    for w, r in results:
+        rate, after = r["sent"] / r["total_s"], r["sent"] / (r["total_s"] - r["queued_s"])
+        rates[w].append((rate, after))
+        cpu = " + ".join(f"{c:.1f}" for c in r["worker_cpu"])
         print(f"{w} worker{'s' if w > 1 else ' '}:    {r['sent']:,} sent in {r['total_s']:.2f} s = "
-              f"{rate:,.0f} recipients/s (queueing {r['queued_s']:.2f} s of it); CPU s: "
-              f"workers {r['worker_cpu']:.1f}, PostgreSQL {r['pg_cpu']:.1f}")  # fmt: skip
-    speedup = (results[2]["sent"] / results[2]["total_s"]) / (
-        results[1]["sent"] / results[1]["total_s"]
-    )
-    print(f"2 vs 1:       {speedup:.2f}x")
-    print(f"provider got: {delivered:,} recipients over both runs; fake server CPU "
-          f"{server_cpu:.1f} s, peak RSS {server_mb:,.0f} MiB")  # fmt: skip
+              f"{rate:,.0f} recipients/s end to end; queueing {r['queued_s']:.2f} s of it "
+              f"(one process), {after:,.0f}/s after it; load {r['load']:.1f}; CPU s: workers "
+              f"{cpu}, PostgreSQL {r['pg_cpu']:.1f}, fake {r['fake_cpu']:.1f}")  # fmt: skip
+    for i, what in enumerate(("end to end", "after queueing")):
+        pairs = [two[i] / one[i] for one, two in zip(rates[1], rates[2], strict=True)]
+        print(f"2 vs 1:       {', '.join(f'{p:.2f}x' for p in pairs)} {what} "
+              "(each pair run back to back)")  # fmt: skip
+    print(f"provider got: {delivered:,} recipients over all runs; fake server peak RSS "
+          f"{server_mb:,.0f} MiB")  # fmt: skip
 
 
 if __name__ == "__main__":

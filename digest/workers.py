@@ -56,9 +56,12 @@ except ImportError:  # pragma: no cover - the postgres extra is not installed
     procrastinate = None  # type: ignore[assignment]
 
 MAX_BATCH = 1000  # deliveries per task: SendGrid's limit of personalizations per request
-LOCK_WAIT = 1  # seconds before a task that met an exclusive holder of the lock runs again
-LOCK_TRIES = 3600  # so a task waits an hour at most for a send, a cancel or the final task
+# seconds before a task that met an exclusive holder of the lock runs again (and between
+# polls of an idle worker): the final task that met the last batches waits this long
+LOCK_WAIT = 0.25
+LOCK_TRIES = 14400  # so a task waits an hour at most for a send, a cancel or the final task
 INSTALL_TRIES = 120  # half-second waits for another process creating the queue's tables
+DEFER_CHUNK = 20  # batch tasks deferred in one statement
 FINAL_PRIORITY = -1  # below every batch: it runs once no batch task is waiting
 Now = Callable[[], datetime]
 
@@ -127,7 +130,9 @@ def _tasks() -> Any:
     """The queue's tasks, on a fresh blueprint (one per App: an App takes its tasks over)."""
     tasks = procrastinate.Blueprint()
     retry_busy = procrastinate.RetryStrategy(
-        max_attempts=LOCK_TRIES, wait=LOCK_WAIT, retry_exceptions={LockedError, Busy}
+        max_attempts=LOCK_TRIES,
+        wait=LOCK_WAIT,  # type: ignore[arg-type]  # typed int; it becomes timedelta(seconds=)
+        retry_exceptions={LockedError, Busy},
     )
 
     @tasks.task(name="send_batch", pass_context=True, retry=retry_busy)
@@ -223,15 +228,18 @@ class Queue:
 
     def defer(self, edition: Edition, batch: Batch, size: int) -> Queued:
         """One task per batch of pending rows due by `batch.due`, then the final task."""
-        ledger = self.store.deliveries
         tasks = self.app.tasks
-        jobs = [
-            _args(replace(batch, content_key=key, ids=tuple(ids)))
-            for key, ids in ledger.batches(edition.key, size, due=_when(batch.due))
-        ]
         sender = tasks["digest:send_batch"].configure(queue=_send_queue(edition.key))
-        for start in range(0, len(jobs), 500):
-            sender.batch_defer(*jobs[start : start + 500])
+        jobs, rows = 0, 0
+        chunk: list[dict[str, Any]] = []
+        for key, ids in self.store.deliveries.batches(edition.key, size, due=_when(batch.due)):
+            chunk.append(_args(replace(batch, content_key=key, ids=tuple(ids))))
+            jobs, rows = jobs + 1, rows + len(ids)
+            if len(chunk) == DEFER_CHUNK:  # workers start on these while the rest is read
+                sender.batch_defer(*chunk)
+                chunk = []
+        if chunk:
+            sender.batch_defer(*chunk)
         final = tasks["digest:finish"].configure(
             queue="digest",
             priority=FINAL_PRIORITY,
@@ -239,7 +247,7 @@ class Queue:
         )
         with contextlib.suppress(procrastinate.exceptions.AlreadyEnqueued):
             final.defer(**_args(batch))
-        return Queued(edition.key, len(jobs), sum(len(j["ids"]) for j in jobs))
+        return Queued(edition.key, jobs, rows)
 
     def deliver(
         self,
@@ -265,6 +273,7 @@ class Queue:
                 now=now, options=options,
             )  # fmt: skip
             skipped = sending.prepare(run)
+            _analyze(self.store)
         batch = Batch(
             edition=edition.key,
             fingerprint=fingerprint(edition),
@@ -307,6 +316,14 @@ def send_queued(
         )  # fmt: skip
 
 
+def _analyze(store: Store) -> None:
+    """Fresh planner statistics once the audience is planned: the planner otherwise still
+    believes the index of pending rows nearly empty and has every claim scan all of it (and
+    all active subscribers), a cost that grows with the edition."""
+    with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("ANALYZE deliveries, subscribers"))
+
+
 def _args(batch: Batch) -> dict[str, Any]:
     out = {k: getattr(batch, k) for k in batch.__dataclass_fields__}
     out["ids"] = list(batch.ids)
@@ -325,6 +342,8 @@ class Worker:
     now: Now = lambda: datetime.now(UTC)
     stalled_after: float = 30.0
     renderers: dict[str, compose.Renderer] = field(default_factory=dict)  # by fingerprint
+    # by key: (stored data, edition, fingerprint) as last read
+    editions: dict[str, tuple[dict[str, Any], Edition, str]] = field(default_factory=dict)
 
     def _renderer(self, edition: Edition, key: str) -> compose.Renderer:
         """One renderer per edition for the process's life: each content renders once here,
@@ -342,16 +361,22 @@ class Worker:
         return make_transport(name, self.config, edition_key=edition.key, now=self.now)
 
     def _edition(self, batch: Batch) -> Edition | None:
-        """The batch's edition as the store has it; None when it was cancelled meanwhile."""
-        edition = self.store.editions.get(batch.edition)
-        if edition is None or fingerprint(edition) != batch.fingerprint:
+        """The batch's edition as the store has it (one read, its state with it); None when
+        it was cancelled meanwhile. Parsing and fingerprinting are done once per content."""
+        stored = self.store.editions.stored(batch.edition)
+        known = self.editions.get(batch.edition)
+        if stored is not None and (known is None or known[0] != stored[0]):
+            if len(self.editions) >= 4:  # a worker outlives many editions
+                self.editions.clear()
+            edition = Edition.from_dict(stored[0])
+            known = stored[0], edition, fingerprint(edition)
+            self.editions[batch.edition] = known
+        if stored is None or known is None or known[2] != batch.fingerprint:
             raise UsageError(
                 f"edition {batch.edition} changed or was removed since its send was queued",
                 hint="run digest send --workers again: it reads the edition as it is now",
             )
-        if self.store.schedules.state(edition.key) == lifecycle.CANCELLED:
-            return None
-        return edition
+        return None if stored[1] == lifecycle.CANCELLED else known[1]
 
     def send_batch(self, batch: Batch) -> int:
         """Send the batch's rows still pending; returns how many were sent."""

@@ -86,9 +86,10 @@ def _digest(project: Path, *args: str) -> list[str]:
     return [sys.executable, "-c", code, "--config", str(project / "digest.yaml"), *args]
 
 
-def _worker(project: Path, fake: FakeSendGrid) -> subprocess.Popen[bytes]:
+def _worker(project: Path, fake: FakeSendGrid, concurrency: int = 1) -> subprocess.Popen[bytes]:
+    options = ["--heartbeat", "0.5", "--stalled-after", "2", "--concurrency", str(concurrency)]
     return subprocess.Popen(
-        _digest(project, "worker", "--heartbeat", "0.5", "--stalled-after", "2"),
+        _digest(project, "worker", *options),
         env=_env(fake),
         stdout=subprocess.DEVNULL,
         stderr=open(project / f"worker-{time.monotonic_ns()}.log", "wb"),  # noqa: SIM115
@@ -183,6 +184,61 @@ def test_worker_killed_mid_batch_then_restarted_serves_each_subscriber_once(
     assert sorted(delivered) == sorted(eligible)  # nobody missing, nobody extra
     assert [a for a, n in delivered.items() if n > 1] == []  # nobody twice
     assert sendgrid.cancelled  # the killed batch was withdrawn, then sent again
+    sent = {r["id"] for r in store.deliveries.rows(KEY, state="sent")}
+    assert _provider_end_state(sendgrid) == Counter(sent)  # each sent row went out once
+    counts = store.deliveries.counts(KEY)
+    assert counts["sent"] == len(eligible) and counts["failed"] == counts["sending"] == 0
+
+
+def _started(store: Store) -> int:
+    """How many workers have registered with the queue."""
+    with store.engine.connect() as conn:
+        if not conn.execute(text("SELECT to_regclass('procrastinate_workers')")).scalar():
+            return 0
+        return int(conn.execute(text("SELECT count(*) FROM procrastinate_workers")).scalar_one())
+
+
+def _provider_end_state(fake: FakeSendGrid) -> Counter[int]:
+    """How many times the provider delivered each delivery id (from each personalization's
+    custom args), leaving out messages of batches cancelled in time."""
+    return Counter(
+        int(p["custom_args"]["delivery_id"])
+        for body, arrived in zip(fake.requests, fake.arrived, strict=True)
+        if not fake._withheld(body, arrived)
+        for p in body["personalizations"]
+    )
+
+
+@on_postgres
+def test_worker_killed_with_batches_in_flight_beside_another_serves_each_subscriber_once(
+    project: Path,
+    sendgrid: FakeSendGrid,
+    pg: tuple[Store, list[str]],
+    workers: list[subprocess.Popen[bytes]],
+) -> None:
+    """A worker sending 3 batches at once is SIGKILLed while another keeps sending; once it
+    is restarted, the provider holds each subscriber's delivery exactly once, and the ledger
+    says sent for exactly the rows the provider delivered."""
+    store, eligible = pg
+    other = _worker(project, sendgrid)  # one batch in flight at most
+    first = _worker(project, sendgrid, concurrency=3)
+    workers += [other, first]
+    _wait("both workers to start", lambda: _started(store) == 2)
+    sendgrid.set_latency(0.5)  # batches stay in flight until the kill
+    _queue(project, sendgrid, "--strict")
+    # 3 batches or more in flight, at most 1 of them the other worker's
+    _wait("batches in flight", lambda: store.deliveries.counts(KEY)["sending"] >= 3 * BATCH)
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    sendgrid.set_latency(LATENCY)
+    workers.append(_worker(project, sendgrid, concurrency=3))  # the restart
+    _wait("the edition to be sent", lambda: _sent(store))
+    delivered = _provider_end_state(sendgrid)
+    assert [i for i, n in delivered.items() if n > 1] == []  # nobody twice
+    sent = {r["id"]: r["email"] for r in store.deliveries.rows(KEY, state="sent")}
+    assert set(delivered) == set(sent)  # the ledger's sent rows, and only those, went out
+    assert sorted(sent.values()) == sorted(eligible)  # nobody missing, nobody extra
+    assert len(sendgrid.cancelled) >= 2  # the killed worker's batches, withdrawn and resent
     counts = store.deliveries.counts(KEY)
     assert counts["sent"] == len(eligible) and counts["failed"] == counts["sending"] == 0
 

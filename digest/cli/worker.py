@@ -12,8 +12,9 @@ from digest.config import secret
 
 @click.command("worker")
 @click.option(
-    "--concurrency", type=click.IntRange(1, 64), default=1, show_default=True,
-    help="Tasks run at once in this process (threads).",
+    "--concurrency", type=click.IntRange(1, 64), default=None,
+    help="Batches sent at once by this process (threads), each claimed when it starts, so a "
+    "kill can leave this many in doubt. [default: delivery.in_flight]",
 )  # fmt: skip
 @click.option(
     "--stalled-after", type=click.FloatRange(1, 3600), default=30.0, show_default=True,
@@ -24,9 +25,11 @@ from digest.config import secret
     metavar="SECONDS", help="How often this worker tells the others it is alive.",
 )  # fmt: skip
 @pass_env
-def worker_command(env: Env, concurrency: int, stalled_after: float, heartbeat: float) -> None:
+def worker_command(
+    env: Env, concurrency: int | None, stalled_after: float, heartbeat: float
+) -> None:
     """Send batches queued by `digest send --workers`, and run `digest run-due` every
-    minute, until SIGTERM or Ctrl-C (the batch in flight is finished first).
+    minute, until SIGTERM or Ctrl-C (the batches in flight are finished first).
 
     Needs a PostgreSQL store; start one or more on any machine that reaches it, each with
     the same digest.yaml and secrets. Its first start creates the queue's tables.
@@ -45,7 +48,7 @@ def worker_command(env: Env, concurrency: int, stalled_after: float, heartbeat: 
         config=env.config, store=env.store, queue=Queue(env.store), secret=secret(),
         now=env.now, stalled_after=stalled_after,
     )  # fmt: skip
-    worker.run(concurrency=concurrency, heartbeat=heartbeat)
+    worker.run(concurrency=concurrency or env.config.delivery.in_flight, heartbeat=heartbeat)
     click.echo("worker stopped", err=True)
 
 

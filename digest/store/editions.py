@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, func, select
 
@@ -21,6 +22,14 @@ class EditionStore:
         with self.engine.connect() as conn:
             row = conn.execute(select(editions.c.data).where(editions.c.key == key)).first()
         return None if row is None else Edition.from_dict(row.data)
+
+    def stored(self, key: str) -> tuple[dict[str, Any], str] | None:
+        """The edition's stored data and its lifecycle state, in one read (a worker checks
+        both before each batch; a single statement needs no transaction around it)."""
+        query = select(editions.c.data, editions.c.status).where(editions.c.key == key)
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            row = conn.execute(query).first()
+        return None if row is None else (row.data, row.status)
 
     def save(self, edition: Edition, *, replace: bool = False) -> None:
         """Store `edition`; with `replace`, the earlier one of that key goes in one transaction.

@@ -82,7 +82,8 @@ def _file_lock(path: Path | None, what: str, shared: bool) -> Iterator[None]:
 def _advisory_lock(engine: Engine, name: str, what: str, shared: bool) -> Iterator[None]:
     key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
     mode = "_shared" if shared else ""
-    with engine.connect() as conn:
+    # a session lock needs no transaction: autocommit saves a BEGIN and a ROLLBACK round trip
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         taken = conn.execute(text(f"SELECT pg_try_advisory_lock{mode}(:k)"), {"k": key})
         if not taken.scalar():
             raise _locked(what)
