@@ -86,8 +86,8 @@ class FakeProcess:
     def __enter__(self) -> FakeProcess:
         ctx = mp.get_context("spawn")
         self._conn, child = ctx.Pipe()
-        self._process = ctx.Process(target=_serve, args=(child,), daemon=True)
-        self._process.start()
+        self.process = ctx.Process(target=_serve, args=(child,), daemon=True)
+        self.process.start()
         self.url, self.api_key = self._answer()
         return self
 
@@ -98,7 +98,7 @@ class FakeProcess:
 
     def _answer(self) -> Any:
         if not self._conn.poll(CHILD_TIMEOUT):
-            self._process.kill()
+            self.process.kill()
             raise SystemExit(f"the fake SendGrid gave no answer in {CHILD_TIMEOUT} s")
         return self._conn.recv()
 
@@ -107,6 +107,6 @@ class FakeProcess:
     ) -> None:
         with contextlib.suppress(OSError):
             self._conn.send("stop")
-        self._process.join(timeout=10)
-        if self._process.is_alive():
-            self._process.kill()
+        self.process.join(timeout=10)
+        if self.process.is_alive():
+            self.process.kill()

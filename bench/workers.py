@@ -28,8 +28,6 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 
 import argparse
 import contextlib
-import importlib.util
-import multiprocessing as mp
 import signal
 import subprocess
 import tempfile
@@ -47,10 +45,10 @@ from sqlalchemy import create_engine, text
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 # bench/send.py's fake server, audience and edition (loaded by path: bench/ is no package)
-_spec = importlib.util.spec_from_file_location("send_bench", ROOT / "bench" / "send.py")
-assert _spec is not None and _spec.loader is not None
-send_bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(send_bench)
+sys.path.append(str(Path(__file__).resolve().parent))  # fixtures.py and machine.py
+from fixtures import SECRET, FakeProcess, fill_audience, load
+from fixtures import edition as bench_edition
+from machine import describe
 
 from digest.config import load_config
 from digest.send import SendOptions
@@ -129,7 +127,7 @@ def _pin(fake_pid: int) -> str:
 
 
 def _run(
-    base_url: str, n: int, workers: int, concurrency: int, api: tuple[str, str], fake: Fake
+    base_url: str, n: int, workers: int, concurrency: int, fake: FakeProcess
 ) -> dict[str, Any]:
     schema = f"bench_{uuid.uuid4().hex[:10]}"
     admin = create_engine(base_url)
@@ -139,26 +137,26 @@ def _run(
     folder = Path(tempfile.mkdtemp(prefix="digest-bench-workers-"))
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        send_bench._audience(url, n, datetime.now(UTC))
+        fill_audience(url, n)
         with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(text(f"ANALYZE {schema}.subscribers"))  # as autovacuum would, in time
-        config_path = _project(folder, url, api[0])
+        config_path = _project(folder, url, fake.url)
         config = load_config(config_path)
         store = open_store(url)
-        edition = send_bench._edition()
+        edition = bench_edition()
         store.editions.save(edition)
-        env = {**os.environ, "SENDGRID_API_KEY": api[1], "DIGEST_SECRET": send_bench.SECRET}
-        os.environ.update(SENDGRID_API_KEY=api[1])
+        env = {**os.environ, "SENDGRID_API_KEY": fake.api_key, "DIGEST_SECRET": SECRET}
+        os.environ.update(SENDGRID_API_KEY=fake.api_key)
         procs = [_worker(config_path, env, concurrency) for _ in range(workers)]
         _idle(procs)  # started (imports, queue tables) before the clock starts
         load = os.getloadavg()[0]
-        pg_cpu, fake_cpu = _postgres_cpu(), fake.cpu()
+        pg_cpu, fake_cpu = _postgres_cpu(), fake.count()[3]
         worker_cpu = [_cpu(p.pid) for p in procs]
         transport = make_transport("sendgrid", config, edition_key=edition.key, now=_now)
         t0 = time.perf_counter()
         queued = send_queued(
             edition, config=config, store=store, transport=transport,
-            secret=send_bench.SECRET, now=_now, options=SendOptions(batch_size=1000),
+            secret=SECRET, now=_now, options=SendOptions(batch_size=1000),
         )  # fmt: skip
         queued_s = time.perf_counter() - t0
         deadline = time.monotonic() + TIMEOUT
@@ -172,7 +170,7 @@ def _run(
         store.close()
         return {"rows": queued.rows, "sent": sent, "queued_s": queued_s, "total_s": total_s,
                 "worker_cpu": worker_cpu, "pg_cpu": _postgres_cpu() - pg_cpu,
-                "fake_cpu": fake.cpu() - fake_cpu, "load": load}  # fmt: skip
+                "fake_cpu": fake.count()[3] - fake_cpu, "load": load}  # fmt: skip
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
@@ -191,30 +189,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-class Fake:
-    """The fake SendGrid in its own process, asked for its counts between runs."""
-
-    def __init__(self) -> None:
-        self.parent, child = mp.Pipe()
-        self.process = mp.Process(target=send_bench._serve, args=(child,), daemon=True)
-        self.process.start()
-        self.api: tuple[str, str] = send_bench._receive(self.parent, self.process)
-
-    def counts(self) -> tuple[int, float, float]:
-        """(recipients accepted, peak RSS MiB, CPU seconds) so far."""
-        self.parent.send("count?")
-        return send_bench._receive(self.parent, self.process)  # type: ignore[no-any-return]
-
-    def cpu(self) -> float:
-        return self.counts()[2]
-
-    def stop(self) -> None:
-        self.parent.send("stop")
-        self.process.join(timeout=10)
-        if self.process.is_alive():
-            self.process.kill()
-
-
 def _cpu(pid: int) -> float:
     times = psutil.Process(pid).cpu_times()
     return times.user + times.system
@@ -230,8 +204,8 @@ def main() -> None:
     base_url = os.environ.get("DIGEST_TEST_POSTGRES")
     if not base_url:
         raise SystemExit("usage: python tests/pgserver.py .venv/bin/python bench/workers.py")
-    load_at_start = send_bench._load()
-    fake = Fake()
+    load_at_start = load()
+    fake = FakeProcess().__enter__()
     sharing = "nothing pinned: the fake, PostgreSQL and the workers share every core"
     results: list[tuple[int, dict[str, Any]]] = []
     try:
@@ -239,14 +213,12 @@ def main() -> None:
             sharing = _pin(fake.process.pid or 0)
         for _ in range(args.rounds):
             for w in (1, 2):
-                results.append(
-                    (w, _run(base_url, args.subscribers, w, args.concurrency, fake.api, fake))
-                )
-        delivered, server_mb, _cpu_s = fake.counts()
+                results.append((w, _run(base_url, args.subscribers, w, args.concurrency, fake)))
+        delivered, _requests, server_mb, _cpu_s = fake.count()
     finally:
-        fake.stop()
-    print(f"machine:      {send_bench.describe(load=False)}")
-    print(f"load average: {load_at_start} at start, {send_bench._load()} at end")
+        fake.__exit__(None, None, None)
+    print(f"machine:      {describe(load=False)}")
+    print(f"load average: {load_at_start} at start, {load()} at end")
     print(f"subscribers:  {args.subscribers:,}; batches of 1,000; {args.concurrency} task(s) "
           f"at once per worker; fake SendGrid in its own process; {sharing}")  # fmt: skip
     rates: dict[int, list[tuple[float, float]]] = {1: [], 2: []}
