@@ -273,7 +273,6 @@ class Queue:
                 now=now, options=options,
             )  # fmt: skip
             skipped = sending.prepare(run)
-            _analyze(self.store)
         batch = Batch(
             edition=edition.key,
             fingerprint=fingerprint(edition),
@@ -314,14 +313,6 @@ def send_queued(
             edition, config=config, ledger=store.deliveries, transport=transport,
             secret=secret, now=now, options=options,
         )  # fmt: skip
-
-
-def _analyze(store: Store) -> None:
-    """Fresh planner statistics once the audience is planned: the planner otherwise still
-    believes the index of pending rows nearly empty and has every claim scan all of it (and
-    all active subscribers), a cost that grows with the edition."""
-    with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(text("ANALYZE deliveries, subscribers"))
 
 
 def _args(batch: Batch) -> dict[str, Any]:

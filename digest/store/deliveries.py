@@ -123,10 +123,11 @@ class DeliveryStore(Planning):
     def pending_of(self, edition_key: str, ids: Sequence[int]) -> list[LedgerRow]:
         """The rows `ids` of the edition that are still pending, by id (a worker's batch)."""
         found: list[LedgerRow] = []
-        for chunk in chunks(sorted(ids)):
-            query = self._rows().where(_d.id.in_(chunk), _d.edition_key == edition_key, PENDING)
-            with self.engine.connect() as conn:
-                found.extend(LedgerRow._make(r) for r in conn.execute(query.order_by(_d.id)))
+        query = self._rows().where(self._in_ids, PENDING, _d.edition_key == edition_key)
+        with self.engine.connect() as conn:
+            for chunk in chunks(sorted(ids), ONE_PARAMETER):
+                rows = conn.execute(query.order_by(_d.id), self._ids(chunk))
+                found.extend(LedgerRow._make(r) for r in rows)
         return found
 
     @staticmethod

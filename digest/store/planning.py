@@ -20,6 +20,7 @@ from sqlalchemy import (
     func,
     literal,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -87,14 +88,14 @@ class Planning(LedgerBase):
             if not rows:
                 return 0, None
             planned: list[Planned] = []
-            for sid, email, name, zone, text, chosen in rows:
+            for sid, email, name, zone, listed, chosen in rows:
                 if digest is not None and not _chose(chosen, *digest):
                     continue
-                topics = decoded.get(text)
+                topics = decoded.get(listed)
                 if topics is None:
                     if len(decoded) > TOPIC_CACHE:  # keep memory flat on varied lists
                         decoded.clear()
-                    topics = decoded[text] = tuple(json.loads(text) or ()) if text else ()
+                    topics = decoded[listed] = tuple(json.loads(listed) or ()) if listed else ()
                 assigned = assign(sid, topics)
                 if assigned is None:
                     continue
@@ -116,6 +117,12 @@ class Planning(LedgerBase):
             at = last
             added, last = self._write("plan", lambda conn: chunk(conn, at))  # noqa: B023
             total += added
+        if total and self._postgres:
+            # Fresh statistics: PostgreSQL otherwise still believes the index of pending
+            # rows nearly empty, and has each claim scan all of it (a cost that grows with
+            # the edition) instead of reading its rows by primary key.
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.execute(text("ANALYZE deliveries, subscribers"))
         return total
 
     def fix_audience(self, edition_key: str, *, now: datetime) -> None:
@@ -206,8 +213,8 @@ class Planning(LedgerBase):
         query = select(cast(s.topics, Text)).where(s.status == "active").distinct()
         with self.engine.connect() as conn:
             texts = [r[0] for r in conn.execute(query)]
-        for text in texts:
-            yield tuple(json.loads(text) or ()) if text else ()
+        for listed in texts:
+            yield tuple(json.loads(listed) or ()) if listed else ()
 
 
 def _by_content(row: Planned) -> tuple[str, str]:
