@@ -402,8 +402,9 @@ class Delivery(_Model):
         1,
         ge=1,
         le=8,
-        description="SendGrid requests in flight at once; a crash or a lost answer can then "
-        "leave up to this many batches in doubt (strict mode still cancels each).",
+        description="SendGrid requests in flight at once (and `digest worker`'s default "
+        "concurrency); a crash or a lost answer can then leave up to this many batches in "
+        "doubt (strict mode still cancels each).",
     )
     max_failed_batches: int = Field(
         5,
