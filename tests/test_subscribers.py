@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -36,10 +37,12 @@ def _import(
 ) -> tuple[ImportReport, dict[str, list[RowOutcome]]]:
     """Import `paths`; the report, and the rows it told of, by kind."""
     rows: dict[str, list[RowOutcome]] = {}
-    report = import_subscribers(
-        config, store, paths, now=NOW, on_row=lambda r: rows.setdefault(r.kind, []).append(r),
-        **options,
-    )  # fmt: skip
+
+    def told(outcomes: Sequence[RowOutcome]) -> None:
+        for r in outcomes:
+            rows.setdefault(r.kind, []).append(r)
+
+    report = import_subscribers(config, store, paths, now=NOW, on_rows=told, **options)
     return report, rows
 
 
@@ -425,14 +428,16 @@ def test_a_long_list_is_written_a_chunk_per_transaction_as_it_goes(
     sizes = _writes(store)
     stored_when_told: list[int] = []
 
-    def told(row: RowOutcome) -> None:
-        if row.line in (2, 52, 121):  # the first row of each chunk
-            stored_when_told.append(store.subscribers.count())
+    def told(rows: Sequence[RowOutcome]) -> None:
+        stored_when_told.append(store.subscribers.count())
+        firsts.append(rows[0].line)
 
-    report = import_subscribers(config, store, [path], now=NOW, on_row=told)
+    firsts: list[int] = []
+    report = import_subscribers(config, store, [path], now=NOW, on_rows=told)
 
     assert sizes == [50, 50, 20]  # one INSERT, one transaction, per chunk
     assert stored_when_told == [50, 100, 120]  # each chunk is told of once it is written
+    assert firsts == [2, 52, 102]
     assert (report.added, report.invalid, report.applied) == (120, 0, True)
     r119 = store.subscribers.get_by_email("reader119@example.org")
     assert r119 is not None and r119.topics == ("tech", "health") and r119.consent_at == NOW
@@ -506,7 +511,7 @@ def test_memory_does_not_grow_with_the_list(
         path = _write(tmp_path, f"{name}.csv", "email,name,topics\n" + rows)
         tracemalloc.start()
         try:
-            import_subscribers(config, store, [path], now=NOW, on_row=lambda _row: None)
+            import_subscribers(config, store, [path], now=NOW, on_rows=lambda _rows: None)
             return tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()

@@ -6,6 +6,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Column, Connection, Dialect, Engine, Row, bindparam, func, select
@@ -61,8 +62,12 @@ _UNSUBSCRIBE = (
     .returning(subscribers.c.email)
 )
 _EMAIL_OF = select(subscribers.c.email).where(subscribers.c.id == bindparam("sid"))
-# One statement for any list (a literal list each time made the compiled cache keep them).
-_BY_EMAILS = select(subscribers).where(subscribers.c.email.in_(bindparam("emails", expanding=True)))
+# One statement with LOOKUP_CHUNK parameters, short lists padded with "" (no address is
+# empty): an expanding IN is rendered again for every list, which cost more than the query.
+_LOOKUP_KEYS = [f"e{i}" for i in range(LOOKUP_CHUNK)]
+_BY_EMAILS = select(subscribers).where(
+    subscribers.c.email.in_([bindparam(k) for k in _LOOKUP_KEYS])
+)
 # Executed with many parameter sets: the SET clause is every column each set names.
 _UPDATE = subscribers.update().where(subscribers.c.id == bindparam("_id"))
 # Every column an import sets, in the table's order (the compiled INSERT's order).
@@ -91,11 +96,7 @@ def _insert_many(conn: Connection, rows: Sequence[SubscriberRow], now: datetime)
     column types, for this dialect), applied once per distinct topics list or time stamp.
     """
     dialect = conn.dialect
-    compiled = subscribers.insert().compile(
-        dialect=dialect, column_keys=list(_INSERTED), for_executemany=True
-    )
-    if compiled.positiontup is not None and list(compiled.positiontup) != list(_INSERTED):
-        raise RuntimeError(f"unexpected INSERT parameter order: {compiled.positiontup}")
+    sql, positional = _insert_sql(dialect)
     topics_of = _Converted(subscribers.c.topics, dialect)
     digests_of = _Converted(subscribers.c.digests, dialect)
     time_of = _Converted(subscribers.c.consent_at, dialect)
@@ -106,9 +107,21 @@ def _insert_many(conn: Connection, rows: Sequence[SubscriberRow], now: datetime)
         for email, name, topics, digests, zone, locale, status, consent_at, method, source, ip, _
         in rows
     ]  # fmt: skip
-    if compiled.positiontup is None:  # named parameters (PostgreSQL's pyformat)
+    if not positional:  # named parameters (PostgreSQL's pyformat)
         params = [dict(zip(_INSERTED, p, strict=True)) for p in params]
-    conn.exec_driver_sql(compiled.string, params)
+    conn.exec_driver_sql(sql, params)
+
+
+@lru_cache(maxsize=8)
+def _insert_sql(dialect: Dialect) -> tuple[str, bool]:
+    """The import's INSERT as this dialect's driver takes it, and whether its parameters
+    are positional (compiled once per dialect, not per chunk)."""
+    compiled = subscribers.insert().compile(
+        dialect=dialect, column_keys=list(_INSERTED), for_executemany=True
+    )
+    if compiled.positiontup is not None and list(compiled.positiontup) != list(_INSERTED):
+        raise RuntimeError(f"unexpected INSERT parameter order: {compiled.positiontup}")
+    return compiled.string, compiled.positiontup is not None
 
 
 class SubscriberStore:
@@ -209,11 +222,13 @@ class SubscriberStore:
 
     def get_many_by_email(self, emails: Iterable[str]) -> dict[str, Subscriber]:
         """Known subscribers among `emails` (normalized addresses), keyed by address."""
-        wanted = sorted({e.strip().lower() for e in emails})
+        wanted = list(emails)
         found: dict[str, Subscriber] = {}
         with self.engine.connect() as conn:
             for i in range(0, len(wanted), LOOKUP_CHUNK):
-                for row in conn.execute(_BY_EMAILS, {"emails": wanted[i : i + LOOKUP_CHUNK]}):
+                part = wanted[i : i + LOOKUP_CHUNK]
+                part += [""] * (LOOKUP_CHUNK - len(part))
+                for row in conn.execute(_BY_EMAILS, dict(zip(_LOOKUP_KEYS, part, strict=True))):
                     found[row.email] = _to_subscriber(row)
         return found
 
