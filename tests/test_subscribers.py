@@ -546,3 +546,71 @@ def test_the_quick_address_check_agrees_with_email_validator(address: str) -> No
             normalize_email(address)
         return
     assert normalize_email(address) == expected
+
+
+def _address_corpus() -> list[str]:
+    """Local parts and domains that sit on either side of a rule, crossed, plus lengths at
+    the limits: what a quick check could get wrong."""
+    locals_ = [
+        "a",
+        "Ana.Lima",
+        "o'brien+news",
+        "user_name",
+        "a-b",
+        "#!$%&'*+-/=?^_`{|}~",
+        "a..b",
+        ".a",
+        "a.",
+        "x" * 64,
+        "x" * 65,
+        "ünï",
+        '"q"',
+        "a b",
+        "",
+        "a(b)",
+    ]
+    domains = [
+        "example.com", "EXAMPLE.COM", "Example.Co.Uk", "b.co", "a.b-c.de", "123.com",
+        "localhost", "example", "test", "example..com", "-example.com", "example-.com",
+        "ex-ample.com", "ex--ample.com", "ab--cd.com", "xn--bcher-kva.example",
+        "xn--abc.com", "XN--BCHER-KVA.example", "bücher.example", "münchen.de",
+        "sub_domain.example.com", "example.123", "example.c1", "example.1c", "example.c",
+        "example.co-m", "example.-com", "example.com-", "1.2.3.4", "[192.0.2.1]",
+        "b" * 63 + ".com", "b" * 64 + ".com", "a." + "c" * 63, "a." + "c" * 64,
+        ".".join(["d" * 63] * 3) + "." + "e" * 61, ".".join(["d" * 63] * 3) + "." + "e" * 62,
+        "example.invalid", "x.local", "x.onion", "x.arpa", "x.test", "x.localhost",
+        "EXAMPLE.INVALID", "invalid.example.com", "x.example", "example.com.", ".example.com",
+        "exa mple.com", "ex@mple.com", "ex%ample.com", "example.com:25", "ﬁ.com",
+        "ＥＸＡＭＰＬＥ.com", "example.com\u200b", "xn--ls8h.la", "a.b.c.d.e.f.g.h.io",
+    ]  # fmt: skip
+    corpus = [f"{local}@{domain}" for local in locals_ for domain in domains]
+    long_domain = ".".join(["d" * 60] * 3) + ".org"  # 187 octets
+    corpus += ["x" * n + "@" + long_domain for n in (60, 65, 66, 67, 70)]  # total 254 at 66
+    return corpus + ["@example.com", "a@", "a@@example.com", "a@b@example.com", "Ana <a@b.co>"]
+
+
+def test_the_quick_address_check_agrees_with_email_validator_on_a_corpus() -> None:
+    """Every address of the corpus gets email-validator's answer: the same address stored,
+    or the same reason for refusing it."""
+    from email_validator import EmailNotValidError, validate_email
+
+    from digest.subscribers import normalize_email
+
+    corpus = _address_corpus()
+    disagree: list[str] = []
+    accepted = 0
+    for address in corpus:
+        try:
+            expected = validate_email(address, check_deliverability=False).normalized.lower()
+        except EmailNotValidError as exc:
+            expected = f"invalid address {address!r}: {exc}"
+        else:
+            accepted += 1
+        try:
+            got = normalize_email(address)
+        except ValueError as exc:
+            got = str(exc)
+        if got != expected:
+            disagree.append(f"{address!r}: {got!r} != {expected!r}")
+    assert disagree == []
+    assert len(corpus) > 900 and 150 < accepted < len(corpus) - 150  # both sides are tried
