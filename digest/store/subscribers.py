@@ -7,10 +7,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Column, Connection, Dialect, Engine, Row, bindparam, func, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from digest.errors import DigestError
 from digest.store.busy import retry_locked
@@ -65,9 +67,9 @@ _EMAIL_OF = select(subscribers.c.email).where(subscribers.c.id == bindparam("sid
 # One statement with LOOKUP_CHUNK parameters, short lists padded with "" (no address is
 # empty): an expanding IN is rendered again for every list, which cost more than the query.
 _LOOKUP_KEYS = [f"e{i}" for i in range(LOOKUP_CHUNK)]
-_BY_EMAILS = select(subscribers).where(
-    subscribers.c.email.in_([bindparam(k) for k in _LOOKUP_KEYS])
-)
+_IN_LOOKUP = subscribers.c.email.in_([bindparam(k) for k in _LOOKUP_KEYS])
+_BY_EMAILS = select(subscribers).where(_IN_LOOKUP)
+_KNOWN = select(subscribers.c.email).where(_IN_LOOKUP)
 # Executed with many parameter sets: the SET clause is every column each set names.
 _UPDATE = subscribers.update().where(subscribers.c.id == bindparam("_id"))
 # Every column an import sets, in the table's order (the compiled INSERT's order).
@@ -96,7 +98,7 @@ def _insert_many(conn: Connection, rows: Sequence[SubscriberRow], now: datetime)
     column types, for this dialect), applied once per distinct topics list or time stamp.
     """
     dialect = conn.dialect
-    sql, positional = _insert_sql(dialect)
+    sql, positional = _driver_sql(dialect, _INSERT, _INSERTED)
     topics_of = _Converted(subscribers.c.topics, dialect)
     digests_of = _Converted(subscribers.c.digests, dialect)
     time_of = _Converted(subscribers.c.consent_at, dialect)
@@ -112,16 +114,29 @@ def _insert_many(conn: Connection, rows: Sequence[SubscriberRow], now: datetime)
     conn.exec_driver_sql(sql, params)
 
 
-@lru_cache(maxsize=8)
-def _insert_sql(dialect: Dialect) -> tuple[str, bool]:
-    """The import's INSERT as this dialect's driver takes it, and whether its parameters
-    are positional (compiled once per dialect, not per chunk)."""
-    compiled = subscribers.insert().compile(
-        dialect=dialect, column_keys=list(_INSERTED), for_executemany=True
+_INSERT = subscribers.insert()
+
+
+@lru_cache(maxsize=16)
+def _driver_sql(
+    dialect: Dialect, statement: ClauseElement, keys: tuple[str, ...]
+) -> tuple[str, bool]:
+    """`statement` as this dialect's driver takes it (compiled once, not per chunk), and
+    whether its parameters are positional (then in the order of `keys`) or named."""
+    compiled = cast(
+        SQLCompiler,
+        statement.compile(dialect=dialect, column_keys=list(keys), for_executemany=True),
     )
-    if compiled.positiontup is not None and list(compiled.positiontup) != list(_INSERTED):
-        raise RuntimeError(f"unexpected INSERT parameter order: {compiled.positiontup}")
+    if compiled.positiontup is not None and list(compiled.positiontup) != list(keys):
+        raise RuntimeError(f"unexpected parameter order: {compiled.positiontup}")
     return compiled.string, compiled.positiontup is not None
+
+
+def _lookup_parts(emails: list[str]) -> Iterator[list[str]]:
+    """`emails` LOOKUP_CHUNK at a time, the last part padded with "" (no address is empty)."""
+    for i in range(0, len(emails), LOOKUP_CHUNK):
+        part = emails[i : i + LOOKUP_CHUNK]
+        yield part + [""] * (LOOKUP_CHUNK - len(part))
 
 
 class SubscriberStore:
@@ -222,12 +237,16 @@ class SubscriberStore:
 
     def get_many_by_email(self, emails: Iterable[str]) -> dict[str, Subscriber]:
         """Known subscribers among `emails` (normalized addresses), keyed by address."""
-        wanted = list(emails)
         found: dict[str, Subscriber] = {}
         with self.engine.connect() as conn:
-            for i in range(0, len(wanted), LOOKUP_CHUNK):
-                part = wanted[i : i + LOOKUP_CHUNK]
-                part += [""] * (LOOKUP_CHUNK - len(part))
+            # Most addresses of a new list are not stored yet: which are is asked of the
+            # driver alone, and only those are read whole, through SQLAlchemy's conversions.
+            sql, positional = _driver_sql(conn.dialect, _KNOWN, tuple(_LOOKUP_KEYS))
+            known: list[str] = []
+            for part in _lookup_parts(list(emails)):
+                given = tuple(part) if positional else dict(zip(_LOOKUP_KEYS, part, strict=True))
+                known += [email for (email,) in conn.exec_driver_sql(sql, given)]
+            for part in _lookup_parts(known):
                 for row in conn.execute(_BY_EMAILS, dict(zip(_LOOKUP_KEYS, part, strict=True))):
                     found[row.email] = _to_subscriber(row)
         return found
