@@ -275,11 +275,12 @@ def export_fields(s: Subscriber) -> dict[str, str]:
 
 def write_csv(subscribers: Iterable[Subscriber], out: TextIO) -> int:
     """Write a header and one row per subscriber as they come; returns how many."""
-    writer = csv.DictWriter(out, fieldnames=ALL_COLUMNS, lineterminator="\n")
-    writer.writeheader()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(ALL_COLUMNS)
     count = 0
     for s in subscribers:
-        writer.writerow(export_fields(s))
+        fields = export_fields(s)
+        writer.writerow([fields[c] for c in ALL_COLUMNS])
         count += 1
     return count
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -9,7 +10,8 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any, cast
 
-from sqlalchemy import Column, Connection, Dialect, Engine, Row, bindparam, func, select
+from sqlalchemy import Column, Connection, Dialect, Engine, Row, Text, bindparam, func, select
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -70,11 +72,25 @@ _LOOKUP_KEYS = [f"e{i}" for i in range(LOOKUP_CHUNK)]
 _IN_LOOKUP = subscribers.c.email.in_([bindparam(k) for k in _LOOKUP_KEYS])
 _BY_EMAILS = select(subscribers).where(_IN_LOOKUP)
 _KNOWN = select(subscribers.c.email).where(_IN_LOOKUP)
+# A Subscriber's columns, its JSON lists as text: a list has few distinct topic lists, each
+# decoded once by _keys (decoding every row's was a third of an export's time).
+_LISTED = select(
+    subscribers.c.id, subscribers.c.email, subscribers.c.name,
+    sql_cast(subscribers.c.topics, Text), sql_cast(subscribers.c.digests, Text),
+    subscribers.c.timezone, subscribers.c.locale, subscribers.c.status, subscribers.c.consent_at,
+    subscribers.c.consent_method, subscribers.c.consent_source, subscribers.c.consent_ip,
+)  # fmt: skip
 # Executed with many parameter sets: the SET clause is every column each set names.
 _UPDATE = subscribers.update().where(subscribers.c.id == bindparam("_id"))
 # Every column an import sets, in the table's order (the compiled INSERT's order).
 _INSERTED = (*SubscriberRow._fields[:7], "status_reason", *SubscriberRow._fields[7:11],
              "created_at", "updated_at")  # fmt: skip
+
+
+@lru_cache(maxsize=4096)
+def _keys(text: str | None) -> tuple[str, ...]:
+    """Topic or digest keys from their JSON text (SQL NULL, JSON null: none)."""
+    return tuple(json.loads(text) or ()) if text else ()
 
 
 class _Converted(dict[Any, Any]):
@@ -217,16 +233,17 @@ class SubscriberStore:
             return
         last = 0
         while True:
-            query = select(subscribers).where(subscribers.c.id > last)
+            query = _LISTED.where(subscribers.c.id > last)
             if status is not None:
                 query = query.where(subscribers.c.status == status)
             with self.engine.connect() as conn:
                 rows = conn.execute(query.order_by(subscribers.c.id).limit(chunk)).all()
             if not rows:
                 return
-            for row in rows:
-                yield _to_subscriber(row)
-            last = rows[-1].id
+            for sid, email, name, topics, digests, zone, locale, state, at, how, src, ip in rows:
+                yield Subscriber(email, name, _keys(topics), _keys(digests), zone, locale, state,
+                                 sid, at, how, src, ip)  # fmt: skip
+            last = rows[-1][0]
 
     def count(self, *, status: str | None = None) -> int:
         query = select(func.count()).select_from(subscribers)
