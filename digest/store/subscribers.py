@@ -70,7 +70,6 @@ _EMAIL_OF = select(subscribers.c.email).where(subscribers.c.id == bindparam("sid
 # empty): an expanding IN is rendered again for every list, which cost more than the query.
 _LOOKUP_KEYS = [f"e{i}" for i in range(LOOKUP_CHUNK)]
 _IN_LOOKUP = subscribers.c.email.in_([bindparam(k) for k in _LOOKUP_KEYS])
-_BY_EMAILS = select(subscribers).where(_IN_LOOKUP)
 _KNOWN = select(subscribers.c.email).where(_IN_LOOKUP)
 # A Subscriber's columns, its JSON lists as text: a list has few distinct topic lists, each
 # decoded once by _keys (decoding every row's was a third of an export's time).
@@ -80,11 +79,19 @@ _LISTED = select(
     subscribers.c.timezone, subscribers.c.locale, subscribers.c.status, subscribers.c.consent_at,
     subscribers.c.consent_method, subscribers.c.consent_source, subscribers.c.consent_ip,
 )  # fmt: skip
+_BY_EMAILS = _LISTED.where(_IN_LOOKUP)
 # Executed with many parameter sets: the SET clause is every column each set names.
 _UPDATE = subscribers.update().where(subscribers.c.id == bindparam("_id"))
 # Every column an import sets, in the table's order (the compiled INSERT's order).
 _INSERTED = (*SubscriberRow._fields[:7], "status_reason", *SubscriberRow._fields[7:11],
              "created_at", "updated_at")  # fmt: skip
+
+
+def _listed(row: Sequence[Any]) -> Subscriber:
+    """A Subscriber from a row of _LISTED."""
+    sid, email, name, topics, digests, zone, locale, status, at, method, source, ip = row
+    return Subscriber(email, name, _keys(topics), _keys(digests), zone, locale, status, sid,
+                      at, method, source, ip)  # fmt: skip
 
 
 @lru_cache(maxsize=4096)
@@ -240,9 +247,7 @@ class SubscriberStore:
                 rows = conn.execute(query.order_by(subscribers.c.id).limit(chunk)).all()
             if not rows:
                 return
-            for sid, email, name, topics, digests, zone, locale, state, at, how, src, ip in rows:
-                yield Subscriber(email, name, _keys(topics), _keys(digests), zone, locale, state,
-                                 sid, at, how, src, ip)  # fmt: skip
+            yield from map(_listed, rows)
             last = rows[-1][0]
 
     def count(self, *, status: str | None = None) -> int:
@@ -265,7 +270,7 @@ class SubscriberStore:
                 known += [email for (email,) in conn.exec_driver_sql(sql, given)]
             for part in _lookup_parts(known):
                 for row in conn.execute(_BY_EMAILS, dict(zip(_LOOKUP_KEYS, part, strict=True))):
-                    found[row.email] = _to_subscriber(row)
+                    found[row[1]] = _listed(row)
         return found
 
     def write_import(
