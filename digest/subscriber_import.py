@@ -136,7 +136,7 @@ SpooledRow = tuple[int, int, SubscriberRow]  # file index, line, the checked row
 
 class _Spool:
     """Checked rows in a temporary file, CHUNK at a time (pickled as plain tuples, in
-    which pickle writes each shared value once; zlib level 1: about 15 bytes a row), with
+    which pickle writes each shared value once; zlib level 1: about 20 bytes a row), with
     the 64-bit hash of each address in a flat array."""
 
     def __init__(self, file: IO[bytes]) -> None:
@@ -147,7 +147,7 @@ class _Spool:
     def add(self, file_index: int, line: int, row: SubscriberRow) -> None:
         # A named tuple pickles through a Python call each way; a plain one does not.
         self._pending.append((file_index, line, tuple(row)))
-        self.hashes.append(hash(row[0]))
+        self.hashes.append(hash(row.email))
         if len(self._pending) == CHUNK:
             self._flush()
 
