@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_WEEK ?= 2026-W48
 export DIGEST_SECRET ?= demo-secret-change-me
 
-.PHONY: demo test lint docs bench dist-check clean browser-deps
+.PHONY: demo test lint docs bench bench-quick dist-check clean browser-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,9 +54,18 @@ lint: $(STAMP)
 dist-check: $(STAMP)
 	$(BIN)/python tests/dist_check.py
 
+# Every figure at 100,000 and 1,000,000 subscribers (SQLite in one process, then
+# PostgreSQL with 1 and 2 workers), SMTP, import and export, one-click under load, kills.
 bench: $(STAMP)
-	$(BIN)/python bench/send.py
+	$(BIN)/python tests/pgserver.py $(BIN)/python bench/send.py
+	$(BIN)/python bench/smtp.py
+	$(BIN)/python bench/subscribers.py
+	$(BIN)/python bench/web.py
 	$(BIN)/python bench/kill.py
+
+# The SendGrid path at 50,000 subscribers, on SQLite and on PostgreSQL workers (CI runs it).
+bench-quick: $(STAMP)
+	$(BIN)/python tests/pgserver.py $(BIN)/python bench/send.py --quick
 
 clean:
 	rm -rf $(VENV) outbox preview digest.db test-artifacts

@@ -36,7 +36,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from editions import make_edition  # noqa: E402
 from fake_sendgrid import FakeSendGrid  # noqa: E402
 
-from digest.send import IN_DOUBT  # noqa: E402
+from digest.batch import IN_DOUBT  # noqa: E402
 from digest.store import open_store  # noqa: E402
 from digest.store.schema import subscribers  # noqa: E402
 

@@ -3,12 +3,14 @@
 A temp project gets a real SQLite store of subscribers (imported from a generated CSV)
 and real signed unsubscribe tokens. `digest serve` runs as a child process; this process
 sends rounds of 200 concurrent RFC 8058 POSTs (each on its own connection, as mail
-providers do), each to a different subscriber, and prints req/s and p50/p99 latency.
-The same run measures waitress's own defaults (4 threads, 100 connections) as the
-reference, then `web.threads` settings.
+providers do), each to a different subscriber, and prints req/s, p50/p99 latency, the
+server's CPU time per POST and the load average (the machine is shared: latency moves
+with the load, CPU per POST much less). The same run measures waitress's own defaults
+(4 threads, 100 connections) as the reference, then digest's defaults, then other
+`web.threads` x `web.connection_limit` settings.
 
     python bench/web.py
-    python bench/web.py --threads 8 16 --rounds 10
+    python bench/web.py --threads 2 8 --limits 32 100 --rounds 10
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ sys.path.append(str(Path(__file__).resolve().parent))  # last: only for machine.
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
+import itertools  # noqa: E402
 import os  # noqa: E402
 import re  # noqa: E402
-import select  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
@@ -34,9 +36,10 @@ import time  # noqa: E402
 import urllib.request  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
 
+import psutil  # noqa: E402
 from machine import describe  # noqa: E402
 
-from digest.config import load_config  # noqa: E402
+from digest.config import Web, load_config  # noqa: E402
 from digest.store import open_store  # noqa: E402
 from digest.subscriber_import import import_subscribers  # noqa: E402
 from digest.tokens import make_token  # noqa: E402
@@ -69,19 +72,24 @@ def _fill(config_path: Path, n: int) -> list[int]:
     return ids
 
 
-def _serve(config_path: Path) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "digest", "--config", str(config_path), "serve", "--port", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "DIGEST_SECRET": SECRET},
-    )  # fmt: skip
-    assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], TIMEOUT)
-    line = proc.stdout.readline() if ready else ""
-    found = re.search(r"http://127\.0\.0\.1:(\d+)", line)
+def _serve(config_path: Path) -> tuple[subprocess.Popen[bytes], str]:
+    # Output goes to a file: a pipe nobody reads fills up with waitress's queue-depth
+    # warnings and then stalls the server on its next log line.
+    log = config_path.parent / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "digest", "--config", str(config_path), "serve", "--port", "0"],
+            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "DIGEST_SECRET": SECRET},
+        )  # fmt: skip
+    deadline = time.monotonic() + TIMEOUT
+    found = None
+    while found is None and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+        found = re.search(r"http://127\.0\.0\.1:(\d+)", log.read_text(errors="replace"))
     if not found:
         proc.kill()
-        raise SystemExit(f"digest serve did not start: {line!r}")
+        proc.wait(timeout=TIMEOUT)
+        raise SystemExit(f"digest serve did not start: {log.read_text(errors='replace')!r}")
     base = found.group(0)
     deadline = time.monotonic() + TIMEOUT
     while time.monotonic() < deadline:
@@ -144,7 +152,10 @@ def _measure(label: str, threads: int, limit: int, rounds: int, subscribers: int
         proc, base = _serve(config_path)
         try:
             port = int(base.rsplit(":", 1)[1])
+            server = psutil.Process(proc.pid)
+            before = server.cpu_times()
             latencies, failed, seconds = asyncio.run(_rounds(port, tokens))
+            after = server.cpu_times()
         finally:
             proc.terminate()
             try:
@@ -152,31 +163,50 @@ def _measure(label: str, threads: int, limit: int, rounds: int, subscribers: int
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=TIMEOUT)
+        cpu = after.user + after.system - before.user - before.system
         store = open_store(load_config(config_path).store_url)
         unsubscribed = store.subscribers.count(status="unsubscribed")
         store.close()
         done = len(latencies)
-        print(f"{label:<44} {done + failed:>5} POSTs {done / seconds:7.0f} req/s  "
-              f"p50 {_percentile(latencies, 50) * 1000:6.0f} ms  "
-              f"p99 {_percentile(latencies, 99) * 1000:6.0f} ms  failed {failed}  "
-              f"unsubscribed {unsubscribed}", flush=True)  # fmt: skip
+        print(f"{label:<40} {done / seconds:5.0f} req/s  "
+              f"p50 {_percentile(latencies, 50) * 1000:5.0f} ms  "
+              f"p99 {_percentile(latencies, 99) * 1000:5.0f} ms  "
+              f"CPU {cpu / len(tokens) * 1000:4.2f} ms/POST  load {os.getloadavg()[0]:4.1f}  "
+              f"failed {failed}  done {unsubscribed}/{len(tokens)}", flush=True)  # fmt: skip
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, nargs="+", default=[8, 16])
+    parser.add_argument("--threads", type=int, nargs="*", default=[], help="other web.threads")
+    parser.add_argument(
+        "--limits", type=int, nargs="*", default=[], help="other web.connection_limit"
+    )
     parser.add_argument("--rounds", type=int, default=5, help="bursts of 200 POSTs each")
     parser.add_argument("--subscribers", type=int, default=20_000)
     args = parser.parse_args()
     if args.rounds * CONCURRENCY > args.subscribers:
         parser.error("need at least rounds x 200 subscribers (one token each)")
     print(f"machine: {describe()}", flush=True)
+    print(f"{args.rounds} bursts of {CONCURRENCY} concurrent one-click POSTs per line", flush=True)
     _measure("waitress defaults (4 threads, 100 conns)", 4, 100, args.rounds, args.subscribers)
-    for threads in args.threads:
+    default = Web()
+    settings = [(default.threads, default.connection_limit)] + [
+        (t, c)
+        for t, c in itertools.product(
+            args.threads or [default.threads], args.limits or [default.connection_limit]
+        )
+        if (t, c) != (default.threads, default.connection_limit)
+    ]
+    for threads, limit in settings:
+        mark = " (default)" if (threads, limit) == settings[0] else ""
         _measure(
-            f"web.threads {threads} (1000 conns)", threads, 1000, args.rounds, args.subscribers
+            f"web.threads {threads}, connection_limit {limit}{mark}",
+            threads,
+            limit,
+            args.rounds,
+            args.subscribers,
         )
     print(f"machine at the end: load {'{:.2f} {:.2f} {:.2f}'.format(*os.getloadavg())}")
 

@@ -364,6 +364,11 @@ class SmtpSettings(_Model):
     connections: int = Field(
         4, ge=1, le=32, description="Connections used at once; each sends one message at a time."
     )
+    pipelining: bool = Field(
+        True,
+        description="Send MAIL, RCPT and DATA in one write when the server offers PIPELINING "
+        "(RFC 2920); off: wait for each answer.",
+    )
     ca_file: str | None = Field(
         None, description="PEM file of a private CA to trust, relative to digest.yaml."
     )
@@ -423,6 +428,13 @@ class Web(_Model):
     )
     connection_limit: int = Field(
         1000, ge=1, description="Open connections `digest serve` accepts at once (waitress: 100)."
+    )
+    write_wait: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description="Seconds an unsubscribe waits for a database another command holds "
+        "locked before answering 503 (nothing changed).",
     )
 
 

@@ -3,6 +3,8 @@
 RFC 8058 asks that the signature cover both List-Unsubscribe and List-Unsubscribe-Post,
 which common signers leave out by default; SIGNED_HEADERS names them. The private key
 comes from a file named in digest.yaml or from the environment, never from digest.yaml.
+dkimpy (with the DNS library it loads, ≈ 0.3 s) is imported when something is first
+signed or verified, so a run without DKIM does not wait for it.
 """
 
 from __future__ import annotations
@@ -14,17 +16,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import dkim
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
-from dkim.canonicalization import (
-    CanonicalizationPolicy,
-    compress_whitespace,
-    correct_empty_body,
-    strip_trailing_lines,
-    strip_trailing_whitespace,
-)
 
 from digest.config import Config
 from digest.errors import ConfigError
@@ -108,6 +102,8 @@ def load_key(config: Config) -> DkimKey | None:
 
 def sign(message: bytes, key: DkimKey) -> bytes:
     """`message` with a DKIM-Signature header (relaxed/relaxed, rsa-sha256) in front."""
+    import dkim
+
     signature = dkim.sign(
         message,
         key.selector.encode(),
@@ -119,7 +115,6 @@ def sign(message: bytes, key: DkimKey) -> bytes:
     return signature + message
 
 
-_RELAXED = CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
 _SIGNATURE = b"DKIM-Signature"
 _SHARED_MIN = 2048  # body chunks at least this long are canonicalised once and kept
 _KEPT_BYTES = 32 << 20  # at most this much canonical text kept
@@ -144,10 +139,16 @@ class Signer:
         self._include = tuple(h.lower().encode() for h in SIGNED_HEADERS)
         self._canonical: dict[bytes, bytes] = {}
         self._kept = 0
+        from dkim.canonicalization import CanonicalizationPolicy
+
+        self._relaxed = CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
 
     def sign(self, head: bytes, body: Sequence[bytes], *, at: float | None = None) -> bytes:
         """The DKIM-Signature header line(s) for `head` (header lines, CRLF-ended, without
         the blank line) and `body` (its chunks, each ending in CRLF); `at` is t= (now)."""
+        import dkim
+        from dkim.canonicalization import correct_empty_body, strip_trailing_lines
+
         canonical = strip_trailing_lines(b"".join(self._canonicalise(c) for c in body))
         body_hash = base64.b64encode(hashlib.sha256(correct_empty_body(canonical)).digest())
         stamp = int(time.time() if at is None else at)
@@ -170,8 +171,8 @@ class Signer:
         digest = hashlib.sha256()
         dkim.hash_headers(
             digest,
-            _RELAXED,
-            _RELAXED.canonicalize_headers(headers),
+            self._relaxed,
+            self._relaxed.canonicalize_headers(headers),
             self._include,
             (_SIGNATURE, b" " + value),
             dict(fields),
@@ -184,6 +185,8 @@ class Signer:
     def _canonicalise(self, chunk: bytes) -> bytes:
         """Relaxed body canonicalisation without the end-of-body rule (line by line, so
         chunk by chunk); long chunks are kept, since they are the shared ones."""
+        from dkim.canonicalization import compress_whitespace, strip_trailing_whitespace
+
         if len(chunk) < _SHARED_MIN:
             return compress_whitespace(strip_trailing_whitespace(chunk))
         found = self._canonical.get(chunk)
@@ -202,6 +205,8 @@ Lookup = Callable[..., bytes | None]
 
 def verify(message: bytes, lookup: Lookup) -> bool:
     """True when the message's DKIM signature verifies with the key `lookup(name)` returns."""
+    import dkim
+
     try:
         return bool(dkim.verify(message, dnsfunc=lookup))
     except dkim.DKIMException:

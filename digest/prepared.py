@@ -16,6 +16,7 @@ contain) goes through `build_message` instead, so the bytes are the same either 
 from __future__ import annotations
 
 import binascii
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,8 +44,14 @@ _SNIFF_LINES = 10  # the email package compares QP and base64 on the first 10 li
 # encoded word or list separator that the header parser could rewrite.
 _PLAIN = re.compile(r"[A-Za-z0-9<>@._+/-]+(?: [A-Za-z0-9<>@._+/-]+)*")
 _PIECE = _MAX_LINE - 1  # a QP piece and its soft break
+# The email package's boundaries: "=" * 15, 19 digits, "==" (then ".N" if the text holds it).
+_BOUNDARY = re.compile(r"={15}\d{19}==")
+_STAND_IN = "=" * 15 + "7" * 19 + "=="
 # The table body_encode translates with (private, but the parity tests would catch a change).
 _QP_MAP = quoprimime._QUOPRI_BODY_ENCODE_MAP  # type: ignore[attr-defined]
+_QP_RARE = re.compile(  # what the table changes, but `=`
+    "[^=" + re.escape("".join(chr(c) for c in range(256) if _QP_MAP[c] == chr(c))) + "]"
+)
 
 
 @dataclass(frozen=True)
@@ -101,7 +108,7 @@ class _Part:
         chunks, personal = [runs[0]], []
         for head, tail, run in zip(self.heads, mine, runs[1:], strict=True):
             if cte == "quoted-printable":
-                encoded = head.encode(tail)
+                encoded = head.encode(tail, values)
                 chunks.append(head.pieces)
             else:
                 encoded = head.head + tail + b"\r\n"
@@ -136,7 +143,9 @@ class _Personal:
     a line may be 60 KB long with the links at its end: what comes before its first
     placeholder is the same for everyone, so it is neither copied per recipient nor
     encoded again. Its quoted-printable pieces are cut once, and the wrap of the rest
-    resumes where they end (quoprimime.body_encode's loop is position-independent)."""
+    resumes where they end (quoprimime.body_encode's loop is position-independent). The
+    rest is encoded a character at a time, so its text between placeholders is encoded
+    once too, and per recipient only the values are."""
 
     def __init__(self, line: bytes, keys: Sequence[bytes]) -> None:
         self.keys = keys
@@ -145,10 +154,11 @@ class _Personal:
         # before `at`: personalize from there, as digest.mime.personalize would.
         cut = max(0, self.at - max(len(k) for k in keys) + 1)
         self.head, self._tail, self._kept = line[:cut], line[cut:], line[cut : self.at]
-        translated = line[: self.at].decode("latin-1").translate(_QP_MAP)
+        translated = _qp(line[: self.at])
         pieces, start = _wrap(translated, whole=False)
         self.pieces = _crlf(pieces)
         self._left = translated[start:]
+        self._template = _template(line[self.at :], keys)
 
     def tail(self, values: Sequence[bytes]) -> bytes | None:
         """The line from `self.head` on, personalized; None if a replacement reached back
@@ -158,11 +168,45 @@ class _Personal:
             tail = tail.replace(key, value)
         return tail if tail.startswith(self._kept) else None
 
-    def encode(self, tail: bytes) -> bytes:
-        """The QP pieces after `self.pieces` of the personalized line, CRLF-ended."""
-        rest = tail[len(self._kept) :].decode("latin-1").translate(_QP_MAP)
-        pieces, _ = _wrap(self._left + rest)
+    def encode(self, tail: bytes, values: Sequence[bytes]) -> bytes:
+        """The QP pieces after `self.pieces` of the personalized line (`tail`, personalized
+        with `values`), CRLF-ended."""
+        rest = tail[len(self._kept) :]
+        raw, encoded = [], []
+        for text, text_qp, key in self._template:
+            raw.append(text)
+            encoded.append(text_qp)
+            if key is not None:
+                raw.append(values[key])
+                encoded.append(_qp(values[key]))
+        # the template's fill is the replacements' result unless a value holds a key
+        translated = "".join(encoded) if b"".join(raw) == rest else _qp(rest)
+        pieces, _ = _wrap(self._left + translated)
         return _crlf(pieces)
+
+
+def _template(rest: bytes, keys: Sequence[bytes]) -> list[tuple[bytes, str, int | None]]:
+    """`rest` as (text, its QP translation, the key that follows it or None) runs."""
+    out: list[tuple[bytes, str, int | None]] = []
+    at = 0
+    while True:
+        found = [(i, n) for n, k in enumerate(keys) if (i := rest.find(k, at)) >= 0]
+        if not found:
+            out.append((rest[at:], _qp(rest[at:]), None))
+            return out
+        i, n = min(found)
+        out.append((rest[at:i], _qp(rest[at:i]), n))
+        at = i + len(keys[n])
+
+
+def _qp(data: bytes) -> str:
+    """quoprimime's character translation (before the wrap), without looking up each
+    character: `=` (the one common in HTML) by replace, the rarer others one by one."""
+    return _QP_RARE.sub(_qp_char, data.decode("latin-1").replace("=", "=3D"))
+
+
+def _qp_char(match: re.Match[str]) -> str:
+    return cast(str, _QP_MAP[ord(match.group())])
 
 
 def _wrap(line: str, *, whole: bool = True) -> tuple[list[str], int]:
@@ -220,9 +264,8 @@ def _encode(lines: Sequence[bytes], cte: str) -> bytes:
     """Whole lines as the generator writes them in `cte`, CRLF-ended."""
     if not lines:
         return b""
-    if cte == "quoted-printable":
-        text = quoprimime.body_encode((b"\n".join(lines) + b"\n").decode("latin-1"), _MAX_LINE)
-        return text.replace("\n", "\r\n").encode("ascii")
+    if cte == "quoted-printable":  # quoprimime.body_encode, line by line
+        return _crlf([piece for line in lines for piece in _wrap(_qp(line))[0]])
     return b"\r\n".join(lines) + b"\r\n"
 
 
@@ -306,20 +349,16 @@ class PreparedEmail:
         return self._frames[key]
 
     def _skeleton(self, text_cte: str, html_cte: str) -> tuple[bytes, bytes, bytes, bytes] | None:
-        marks = (b"@@digest-text-part@@", b"@@digest-html-part@@")
-        msg = EmailMessage(policy=POLICY)
-        msg.set_content(marks[0].decode() + "\n", subtype="plain", charset="utf-8", cte=text_cte)
-        msg.add_alternative(marks[1].decode() + "\n", subtype="html", charset="utf-8", cte=html_cte)
-        msg.set_boundary(self.boundary)
-        data = msg.as_bytes(policy=POLICY)
-        mime, _, rest = data.partition(b"\r\n\r\n")
-        opening, _, rest = rest.partition(marks[0] + b"\r\n")
-        middle, _, closing = rest.partition(marks[1] + b"\r\n")
+        stand_in = _STAND_IN if _BOUNDARY.fullmatch(self.boundary) else self.boundary
+        mime, opening, middle, closing = (
+            x.replace(stand_in.encode("ascii"), self.boundary.encode("ascii"))
+            for x in _skeleton(text_cte, html_cte, stand_in)
+        )
         for part, cte in zip(self._parts, (text_cte, html_cte), strict=True):
             shared = part.runs(cte) + [h.pieces for h in part.heads]
             if any(self._delimiter in c for c in shared):
                 return None
-        return mime + b"\r\n", opening, middle, closing
+        return mime, opening, middle, closing
 
     def _slow(self, recipient: Recipient, now: datetime) -> Message:
         self.rebuilt += 1
@@ -328,3 +367,20 @@ class PreparedEmail:
         data = message_bytes(message, self.dkim, utf8=utf8)
         head, _, body = data.partition(b"\r\n\r\n")
         return Message(str(message["Message-ID"]), head + b"\r\n", (body,))
+
+
+@functools.lru_cache(maxsize=32)
+def _skeleton(text_cte: str, html_cte: str, boundary: str) -> tuple[bytes, bytes, bytes, bytes]:
+    """The MIME headers and the frame around the two parts, as the email package writes
+    them. Written with a stand-in boundary of the usual shape (digits for digits: the
+    same folding), it serves every content whose boundary has that shape."""
+    marks = (b"@@digest-text-part@@", b"@@digest-html-part@@")
+    msg = EmailMessage(policy=POLICY)
+    msg.set_content(marks[0].decode() + "\n", subtype="plain", charset="utf-8", cte=text_cte)
+    msg.add_alternative(marks[1].decode() + "\n", subtype="html", charset="utf-8", cte=html_cte)
+    msg.set_boundary(boundary)
+    data = msg.as_bytes(policy=POLICY)
+    mime, _, rest = data.partition(b"\r\n\r\n")
+    opening, _, rest = rest.partition(marks[0] + b"\r\n")
+    middle, _, closing = rest.partition(marks[1] + b"\r\n")
+    return mime + b"\r\n", opening, middle, closing

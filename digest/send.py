@@ -1,8 +1,8 @@
 """Deliver an edition exactly once per subscriber: plan, reconcile, then claim → send → record.
 
 Each batch is claimed in the ledger (committed) right before its provider call, and its
-results are recorded (committed) right after. What a failed call proves decides what
-follows (see `transports.base.SendResult`):
+results are recorded (committed) right after (digest.batch). What a failed call proves
+decides what follows (see `transports.base.SendResult`):
 
 - the provider refused it and so accepted nothing (429, 5xx, a refused connection): its
   rows go back to pending and are claimed again, so an unsubscribe that came during the
@@ -15,8 +15,8 @@ follows (see `transports.base.SendResult`):
   that some may then arrive twice;
 - the provider refused the account (401, 403): the run stops at once, rows stay pending.
 
-A crash leaves at most the batch in flight in `sending`; the next run settles it the
-same way (`reconcile`) before sending anything else.
+A crash leaves at most the batches in flight in `sending`; the next run settles them the
+same way (`batch.reconcile`) before sending anything else.
 """
 
 from __future__ import annotations
@@ -28,16 +28,17 @@ from collections.abc import Callable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from digest import compose
-from digest.cancel import ACCOUNT_HINT, Scheduler, Withdrawer
+from digest.batch import claim, reconcile, settle
+from digest.cancel import Scheduler, Withdrawer
 from digest.compose import ContentCache, Renderer, Row
 from digest.config import Config
 from digest.editions import Edition
-from digest.errors import ProviderRefusedError, TransportError, UsageError
+from digest.errors import UsageError
 from digest.experiments.assign import Assign, edition_assigner, variants_of
 from digest.lifecycle import check_sendable
 from digest.retry import RetryPolicy, Uniform, call_transport
@@ -45,7 +46,6 @@ from digest.subscribers import Subscriber
 from digest.tokens import LinkSigner
 from digest.transports.base import OutgoingEmail, SendResult, Transport
 
-IN_DOUBT = "in doubt: the provider may have accepted it, but no answer came"
 SEND_AT_LIMIT = timedelta(hours=72)
 
 
@@ -61,6 +61,7 @@ class Ledger(Protocol):
         *,
         now: datetime,
         digest: tuple[str, bool] | None = None,
+        moment: Callable[[str], datetime] | None = None,
     ) -> int: ...
     def audience_fixed(self, edition_key: str) -> bool: ...
     def fix_audience(self, edition_key: str, *, now: datetime) -> None: ...
@@ -163,7 +164,7 @@ Progress = Callable[[int, int], None]  # (rows done, rows to do)
 
 
 @dataclass
-class _Run:
+class Run:
     """The fixed inputs of one send, and its running counts, passed between the loop's steps."""
 
     edition: Edition
@@ -272,9 +273,9 @@ def open_run(
     render: Renderer | None = None,
     sleep: Callable[[float], None] = time.sleep,
     rng: Uniform | None = None,
-) -> _Run:
+) -> Run:
     """The state of one send (or of one worker's batch: digest.workers), before any write."""
-    return _Run(
+    return Run(
         edition=edition,
         config=config,
         ledger=ledger,
@@ -289,21 +290,22 @@ def open_run(
     )
 
 
-def prepare(run: _Run, assign: Assign | None = None) -> int:
+def prepare(run: Run, assign: Assign | None = None) -> int:
     """Everything before the first batch, under the edition's lock: render every content,
     plan the audience (once), reconcile what a crash left in `sending`, requeue failed rows
     if asked, suppress rows of subscribers who left. Returns the rows sent before."""
     ledger, edition, options, now = run.ledger, run.edition, run.options, run.now
     key = edition.key
     _render_all(run, variants_of(run.config, edition))
-    if options.include_new or not ledger.audience_fixed(key):
+    fixed = ledger.audience_fixed(key)
+    if options.include_new or not fixed:
         first = run.config.digests[0].key == edition.digest
         planner = assign or edition_assigner(run.config, edition)
-        ledger.plan(key, planner, now=now(), digest=(edition.digest, first))
+        ledger.plan(key, planner, now=now(), digest=(edition.digest, first), moment=options.moments)
         ledger.fix_audience(key, now=now())
-    if options.moments is not None:
+    if options.moments is not None and fixed:  # rows an earlier run planned without a moment
         ledger.stamp_send_after(key, options.moments, now=now())
-    run.in_doubt += _reconcile(run)
+    run.in_doubt += reconcile(run)
     if options.retry_failed:
         ledger.retry_failed(key, now=now())
     skipped = ledger.counts(key)["sent"]
@@ -311,7 +313,7 @@ def prepare(run: _Run, assign: Assign | None = None) -> int:
     return skipped
 
 
-def _render_all(run: _Run, variants: Sequence[str]) -> None:
+def _render_all(run: Run, variants: Sequence[str]) -> None:
     """Render every content the audience and the ledger may need (each topic mix of the
     audience in each variant), before anything is written."""
     keys = set(run.ledger.content_keys(run.edition.key))
@@ -345,7 +347,7 @@ def check_options(options: SendOptions, transport: Transport, now: datetime) -> 
             )
 
 
-def _send_pending(run: _Run, progress: Progress | None, total: int) -> None:
+def _send_pending(run: Run, progress: Progress | None, total: int) -> None:
     """Send every pending row, batch by batch: claim (commit) → provider call → record (commit).
 
     The calls run in worker threads (waiting on the provider releases the GIL) while this
@@ -366,7 +368,7 @@ def _send_pending(run: _Run, progress: Progress | None, total: int) -> None:
                 if run.options.should_stop is not None and run.options.should_stop():
                     run.stopped = True
                     break
-                claimed = _claim(run, email)
+                claimed = claim(run, email)
                 if claimed is None:
                     run.done += len(email.recipients)
                     continue
@@ -380,37 +382,29 @@ def _send_pending(run: _Run, progress: Progress | None, total: int) -> None:
 
 
 def _settle_next(
-    run: _Run,
+    run: Run,
     calls: deque[tuple[OutgoingEmail, Future[list[SendResult]], int]],
     progress: Progress | None,
     total: int,
 ) -> None:
     email, future, size = calls.popleft()
-    _settle(run, email, future.result())
+    settle(run, email, future.result())
     run.done += size
     if progress is not None:
         progress(min(run.done, total), total)
 
 
-def _drain(run: _Run, calls: deque[tuple[OutgoingEmail, Future[list[SendResult]], int]]) -> None:
+def _drain(run: Run, calls: deque[tuple[OutgoingEmail, Future[list[SendResult]], int]]) -> None:
     """Settle the calls still in flight when the run stops, without raising again."""
     while calls:
         email, future, _size = calls.popleft()
         try:
-            _settle(run, email, future.result())
+            settle(run, email, future.result())
         except Exception:  # noqa: BLE001 - the first error is the one reported
             continue
 
 
-def send_batch(run: _Run, email: OutgoingEmail) -> None:
-    """Claim, send and settle one composed batch on its own (a worker's unit: digest.workers);
-    rows no longer pending are left out, so a batch handed out twice is sent once."""
-    claimed = _claim(run, email)
-    if claimed is not None:
-        _settle(run, claimed, call_transport(run.transport, claimed))
-
-
-def _composed(run: _Run) -> Iterator[OutgoingEmail]:
+def _composed(run: Run) -> Iterator[OutgoingEmail]:
     """The pending rows as messages of up to a batch each, one content key at a time; the
     rows are read, not claimed, so composing ahead changes nothing in the ledger."""
     key, size, due = run.edition.key, run.options.batch_size, run.options.due
@@ -423,161 +417,6 @@ def _composed(run: _Run) -> Iterator[OutgoingEmail]:
             if len(rows) < size:
                 break
             after = rows[-1].id
-
-
-def _claim(run: _Run, email: OutgoingEmail) -> OutgoingEmail | None:
-    """Claim a composed batch right before its call; None when no row of it is still due.
-
-    Rows whose subscriber left meanwhile become suppressed, rows no longer pending are
-    dropped: the message keeps only the recipients this run now owns.
-    """
-    options, scheduler = run.options, run.scheduler
-    batch_id, send_at = None, None
-    if scheduler is not None and options.strict:
-        # Its own batch per request, so a call in doubt is cancelled without touching
-        # others; and room for one more cancel, so that cancel can never be refused.
-        run.withdrawer().room(calls=run.in_flight)
-        batch_id = _create_batch(run, scheduler)
-        send_at = max(options.send_at or run.now(), run.now() + scheduler.strict_lead)
-    elif scheduler is not None and options.send_at is not None:
-        # one batch for the run: SendGrid holds at most 10 cancelled batches at a time,
-        # so `digest cancel` must be one call
-        if run.batch_id is None:
-            run.batch_id = _create_batch(run, scheduler)
-        batch_id, send_at = run.batch_id, options.send_at
-    ids = [r.delivery_id for r in email.recipients]
-    claimed, _gone = run.ledger.claim(
-        run.edition.key, ids, batch_id=batch_id, scheduled_at=send_at, now=run.now()
-    )
-    if not claimed:
-        return None
-    recipients = email.recipients
-    if len(claimed) < len(ids):
-        recipients = tuple(r for r in recipients if r.delivery_id in claimed)
-    return replace(email, recipients=recipients, batch_id=batch_id, send_at=send_at)
-
-
-def _create_batch(run: _Run, scheduler: Scheduler) -> str:
-    """A new provider batch id; an unused one costs nothing, so failures are simply retried."""
-    attempt, waited = 1, 0.0
-    while True:
-        try:
-            return scheduler.create_batch()
-        except TransportError as exc:
-            if exc.fatal:
-                raise ProviderRefusedError(exc.message, hint=ACCOUNT_HINT) from None
-            wait = run.policy.next_wait(attempt, waited, None, run.rng)
-            if wait is None:
-                raise
-        run.sleep(wait)
-        waited += wait
-        attempt += 1
-
-
-def _settle(run: _Run, email: OutgoingEmail, results: list[SendResult]) -> None:
-    """Record the outcome of `email`'s call, trying again what provably was not accepted.
-
-    Each new try is a new claim (the rows went back to pending first), so it skips anyone
-    who unsubscribed, bounced or complained meanwhile.
-    """
-    attempt, waited = 1, 0.0
-    while True:
-        if any(r.fatal for r in results):
-            run.ledger.release_ids([r.delivery_id for r in email.recipients], now=run.now())
-            error = next(r.error for r in results if r.fatal)
-            raise ProviderRefusedError(
-                f"{error}: the provider refused the account; the run stopped", hint=ACCOUNT_HINT
-            )
-        final = [r for r in results if r.ok or not (r.retryable or r.in_doubt)]
-        again = [r for r in results if not r.ok and r.retryable]
-        doubt = [r for r in results if not r.ok and r.in_doubt]
-        if doubt and _withdraw(run, email):
-            # the whole provider batch was cancelled: none of it goes out, all of it again
-            again += [r for r in results if r.ok or r.in_doubt]
-            final = [r for r in final if not r.ok]
-        elif doubt:
-            run.in_doubt += len(doubt)
-            final += [replace(r, error=f"{IN_DOUBT} ({r.error})") for r in doubt]
-        wait = None
-        if again:
-            hint = max((r.retry_after or 0.0 for r in again), default=0.0) or None
-            wait = run.policy.next_wait(attempt, waited, hint, run.rng)
-            if wait is None:
-                gave_up = f"(gave up after {attempt} attempts)"
-                final += [
-                    replace(r, ok=False, error=f"{r.error} {gave_up}", in_doubt=False)
-                    for r in again
-                ]
-        run.ledger.record(final, retries=0, now=run.now())
-        run.sent += sum(1 for r in final if r.ok)
-        _check_streak(run, final)
-        if wait is None:
-            return
-        retry = sorted({r.delivery_id for r in again})
-        run.ledger.release_ids(retry, now=run.now())  # rows of a cancelled batch already are
-        run.sleep(wait)
-        waited += wait
-        attempt += 1
-        kept = set(retry)
-        pending = replace(
-            email, recipients=tuple(r for r in email.recipients if r.delivery_id in kept)
-        )
-        claimed = _claim(run, pending)
-        if claimed is None:
-            return
-        email, results = claimed, call_transport(run.transport, claimed)
-
-
-def _withdraw(run: _Run, email: OutgoingEmail) -> bool:
-    """Strict mode: cancel the provider batch of a call in doubt; False if it cannot be."""
-    if not run.options.strict or email.batch_id is None or email.send_at is None:
-        return False
-    if run.scheduler is None or run.withdrawer().withdraw(email.batch_id, email.send_at) is None:
-        return False
-    run.withdrawn += 1
-    return True
-
-
-def _check_streak(run: _Run, final: list[SendResult]) -> None:
-    """Stop the run when `max_failed_batches` batches in a row failed for every recipient."""
-    if not final:
-        return
-    if any(r.ok for r in final):
-        run.failed_in_a_row = 0
-        return
-    run.failed_in_a_row += 1
-    limit = run.config.delivery.max_failed_batches
-    if run.failed_in_a_row >= limit:
-        raise ProviderRefusedError(
-            f"{limit} batches in a row failed (last: {final[-1].error}); the run stopped",
-            hint="fix the cause, then run again: rows not yet sent are still pending, "
-            "failed ones go again with --retry-failed",
-        )
-
-
-def _cancelled(run: _Run, batch_id: str | None, send_at: datetime | None) -> bool:
-    """Whether a batch left in doubt by a crash was cancelled (its rows back to pending)."""
-    if batch_id is None or send_at is None or run.scheduler is None:
-        return False
-    return run.withdrawer().withdraw(batch_id, send_at) is not None
-
-
-def _reconcile(run: _Run) -> int:
-    """Settle rows a crash left in `sending`; returns how many were in doubt.
-
-    A provider batch whose send time is still far enough ahead is cancelled (waiting for
-    room under the provider's hold limit if need be) and its rows go back to pending, to
-    be sent again once. Any other row cannot be known to be unsent, so it is marked
-    failed with the IN_DOUBT reason, for `--retry-failed` to decide.
-    """
-    key, total = run.edition.key, 0
-    for batch_id, send_at, count in run.ledger.in_doubt(key):
-        if _cancelled(run, batch_id, send_at):
-            run.withdrawn += 1
-            continue
-        total += count
-        run.ledger.fail_in_doubt(key, batch_id, IN_DOUBT, now=run.now())
-    return total
 
 
 @dataclass(frozen=True)

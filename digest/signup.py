@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from digest.subscriber import ConsentRecord, Subscriber
-from digest.tokens import BadToken
+from digest.tokens import BAD_LINK, BadToken
 
 
 class SignupSubscribers(Protocol):
@@ -133,7 +133,7 @@ def confirm(store: SignupStore, payload: dict[str, Any], *, now: datetime) -> Co
     """Apply a confirmation link's payload; BadToken when it may not (any longer) confirm."""
     subscriber = store.subscribers.get(payload["s"])
     if subscriber is None or subscriber.id is None:
-        raise BadToken("this link is not valid (it was changed, or is for something else)")
+        raise BadToken(BAD_LINK)
     if subscriber.status in NEVER_MAILED:
         raise BadToken("this address can no longer be subscribed from this link")
     consent_id = payload.get("c")
@@ -144,7 +144,7 @@ def confirm(store: SignupStore, payload: dict[str, Any], *, now: datetime) -> Co
         return _already(subscriber)
     record = store.consents.get(consent_id)
     if record is None or record.subscriber_id != subscriber.id:
-        raise BadToken("this link is not valid (it was changed, or is for something else)")
+        raise BadToken(BAD_LINK)
     if record.confirmed_at is not None or subscriber.status == "active":
         return _already(subscriber)
     confirmed = store.consents.confirm(consent_id, now=now)

@@ -9,7 +9,7 @@ key and row ids), and one final task at a lower priority.
 `digest worker` processes, any number on any machine that reaches the database, run those
 tasks. A batch task holds the edition's lock *shared*, so workers send side by side while a
 send, an edit, a cancel or the final task (each exclusive) waits for the batches in flight.
-It reads its rows still pending, composes them and goes through `send.send_batch`: the
+It reads its rows still pending, composes them and goes through `batch.send_batch`: the
 ledger claim (which only takes rows still pending, so a task run twice sends nothing
 twice), the provider call, and the same settling rules as an in-process send.
 
@@ -39,6 +39,7 @@ from sqlalchemy.engine import make_url
 
 from digest import compose, lifecycle, runner
 from digest import send as sending
+from digest.batch import send_batch as batch_send
 from digest.config import Config
 from digest.editions import Edition
 from digest.errors import DigestError, UsageError
@@ -370,7 +371,7 @@ class Worker:
                 recipients = compose.recipients(rows, links=run.links, edition_key=edition.key)
                 content = run.cache.get(batch.content_key)
                 email = compose.compose(content, recipients, config=self.config, edition=edition)
-                sending.send_batch(run, email)
+                batch_send(run, email)
             finally:
                 transport.close()
         return run.sent

@@ -1,5 +1,7 @@
 """A real SMTP server (aiosmtpd) on 127.0.0.1 for tests: records what it receives and can
-be told to misbehave (refuse a recipient, drop the connection, demand AUTH or STARTTLS).
+be told to misbehave (refuse a recipient, drop the connection, hang up on a command,
+demand AUTH or STARTTLS). It offers PIPELINING, as real servers do (aiosmtpd takes
+pipelined commands but does not say so by itself); `offer_pipelining(False)` stops that.
 
 Use it from a test module with
 `from fake_smtp import smtp_server as smtp_server_fixture  # noqa: F401` (the alias keeps
@@ -53,6 +55,10 @@ class _State:
     drop_after: int | None = None  # close the connection after this many more messages
     then_refuse: bool = False  # and stop listening, so a reconnect fails
     silent_drops: int = 0  # take the next messages, then hang up before answering
+    hang_up_on: str | None = None  # close the connection on this command, before answering
+    stall_on: str | None = None  # answer this command (MAIL, or BODY: the message) late
+    stall_seconds: float = 0.0
+    pipelining: bool = True  # offer PIPELINING in the EHLO answer
     auth: tuple[str, str] | None = None
     tls_context: ssl.SSLContext | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -62,6 +68,19 @@ class _Handler:
     def __init__(self, state: _State) -> None:
         self.state = state
         self.stop_listening: Any = None  # set once the controller runs
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        with self.state.lock:
+            offer = self.state.pipelining
+        return [*responses[:-1], "250-PIPELINING", responses[-1]] if offer else responses
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -89,6 +108,12 @@ class _Handler:
         )
         with self.state.lock:
             self.state.messages.append(received)
+            stall = self.state.stall_seconds if self.state.stall_on == "BODY" else 0.0
+            if stall:
+                self.state.stall_on = None
+        if stall:
+            await asyncio.sleep(stall)  # the message is taken; its answer comes too late
+        with self.state.lock:
             if self.state.silent_drops > 0:
                 self.state.silent_drops -= 1
                 if server.transport is not None:
@@ -118,6 +143,33 @@ class _CountingSMTP(SMTP):
             with self._state.lock:
                 self._state.connections += 1
         super().connection_made(transport)
+
+    def _hang_up_on(self, command: str) -> bool:
+        with self._state.lock:
+            if self._state.hang_up_on != command:
+                return False
+            self._state.hang_up_on = None
+        if self.transport is not None:
+            self.transport.abort()
+        return True
+
+    async def smtp_MAIL(self, arg: str) -> None:
+        with self._state.lock:
+            stall = self._state.stall_seconds if self._state.stall_on == "MAIL" else 0.0
+            if stall:
+                self._state.stall_on = None
+        if stall:
+            await asyncio.sleep(stall)
+        if not self._hang_up_on("MAIL"):
+            await super().smtp_MAIL(arg)
+
+    async def smtp_RCPT(self, arg: str) -> None:
+        if not self._hang_up_on("RCPT"):
+            await super().smtp_RCPT(arg)
+
+    async def smtp_DATA(self, arg: str) -> None:
+        if not self._hang_up_on("DATA"):
+            await super().smtp_DATA(arg)
 
 
 class _Controller(Controller):
@@ -219,6 +271,21 @@ class FakeSmtp:
         """Take the next `messages` messages, hanging up each time before the 250 answer."""
         with self._state.lock:
             self._state.silent_drops = messages
+
+    def hang_up_on(self, command: str) -> None:
+        """Close the connection when the next `command` (MAIL, RCPT, DATA) comes, unanswered."""
+        with self._state.lock:
+            self._state.hang_up_on = command
+
+    def stall_on(self, what: str, seconds: float) -> None:
+        """Answer the next MAIL command, or the next message (BODY), `seconds` late."""
+        with self._state.lock:
+            self._state.stall_on, self._state.stall_seconds = what, seconds
+
+    def offer_pipelining(self, offer: bool) -> None:
+        """Whether the EHLO answer (of connections opened from now on) offers PIPELINING."""
+        with self._state.lock:
+            self._state.pipelining = offer
 
     def require_auth(self, username: str, password: str) -> None:
         with self._state.lock:

@@ -14,10 +14,10 @@ from editions import make_edition
 from fake_sendgrid import FakeSendGrid
 
 from digest import send as sending
+from digest.compose import Row
 from digest.config import Config
 from digest.editions import Edition
 from digest.store import Store
-from digest.store.deliveries import LedgerRow
 from digest.subscriber import Subscriber
 from digest.transports import make_transport
 from digest.transports.base import Transport
@@ -98,7 +98,7 @@ def _send(
     )
 
 
-def _claim(store: Store, n: int, **provider: Any) -> list[LedgerRow]:
+def _claim(store: Store, n: int, **provider: Any) -> list[Row]:
     """Claim up to `n` pending rows as a send does right before its provider call."""
     rows = store.deliveries.pending(KEY, "politics|A", n)
     claimed, gone = store.deliveries.claim(

@@ -20,6 +20,7 @@ from sending import KEY, NOW, SECRET, _add, edition, sendgrid_config  # noqa: F4
 from sqlalchemy.exc import OperationalError
 
 from digest import send as sending
+from digest.batch import IN_DOUBT
 from digest.config import Config
 from digest.editions import Edition
 from digest.errors import BusyError, ProviderRefusedError, UsageError
@@ -115,7 +116,7 @@ def test_default_mode_settles_a_dropped_answer_as_in_doubt_and_never_resends_it(
     assert (summary.sent, summary.failed, summary.in_doubt) == (7, 5, 5)
     failed = list(store.deliveries.rows(KEY, state="failed"))
     assert {r["email"] for r in failed} == set(subs[:5])
-    assert all(r["last_error"].startswith(sending.IN_DOUBT) for r in failed)
+    assert all(r["last_error"].startswith(IN_DOUBT) for r in failed)
     assert clock.slept == []  # settled at once, no retry wait
 
 

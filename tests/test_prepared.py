@@ -23,7 +23,7 @@ from digest import compose
 from digest.config import Config
 from digest.dkim import DkimKey, verify
 from digest.mime import POLICY, build_message, message_bytes
-from digest.prepared import Message, PreparedEmail
+from digest.prepared import _QP_MAP, Message, PreparedEmail, _qp
 from digest.tokens import LinkSigner
 from digest.transports.base import OutgoingEmail, Recipient
 from digest.transports.smtp import SmtpTransport
@@ -248,3 +248,22 @@ def test_a_header_written_without_the_parser_is_what_the_parser_writes(
     assert prepared._fold(name, value) == POLICY.fold_binary(
         *POLICY.header_store_parse(name, value)
     )
+
+
+def test_the_quoted_printable_translation_is_the_email_packages_for_every_byte() -> None:
+    data = bytes(range(256)) * 2 + b"a=b\r\n=\xff=="
+    assert _qp(data) == data.decode("latin-1").translate(_QP_MAP)
+
+
+@pytest.mark.parametrize("boundary", ["===============0000000000000000001==", "=_boundary.1"])
+def test_contents_share_one_mime_frame_whatever_their_boundary(
+    boundary: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    email = _email(FILLER + f"{UNSUB}\n", FILLER + f"<p>{'x' * 100}{UNSUB}</p>\n", VALUES[:3])
+    assert _assert_same(email).rebuilt == 0  # a usual random boundary
+    monkeypatch.setattr("digest.prepared.Generator._make_boundary", lambda text: boundary)
+    prepared = _assert_same(email)
+    assert prepared.boundary == boundary and prepared.rebuilt == 0
+    message = prepared.message(email.recipients[0], now=NOW).as_bytes()
+    assert f'boundary="{boundary}"'.encode() in message
+    assert message.count(f"\r\n--{boundary}".encode()) == 3  # two parts, then the end

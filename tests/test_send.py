@@ -38,6 +38,31 @@ def test_planning_twice_adds_no_rows_and_keeps_states(store: Store, edition: Edi
     }
 
 
+def test_a_claim_reaches_the_disk_before_its_provider_call(store: Store, edition: Edition) -> None:
+    """A claim lost to a power cut would send its rows again, so its commit is synced: on
+    SQLite it runs under synchronous=FULL (the store's other commits under NORMAL, in WAL
+    mode); PostgreSQL syncs every commit."""
+    _add(store, 3)
+    store.deliveries.plan(KEY, lambda _id, _topics: ("politics|A", "A"), now=NOW)
+    if store.engine.dialect.name != "sqlite":
+        _claim(store, 3)
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"
+        return
+    seen: list[str] = []
+    with store.engine.connect() as conn:  # the pool hands this connection to the claim
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        raw.set_trace_callback(seen.append)
+    _claim(store, 3)
+    raw.set_trace_callback(None)
+    assert raw.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL again
+    words = [" ".join(statement.split()[:2]) for statement in seen]
+    update = next(i for i, w in enumerate(words) if w.startswith("UPDATE"))
+    assert words.index("PRAGMA synchronous=FULL") < update < words.index("COMMIT")
+    assert words.index("COMMIT") < words.index("PRAGMA synchronous=NORMAL")
+
+
 def test_only_active_subscribers_with_a_shared_topic_get_a_row(
     config: Config, store: Store, edition: Edition
 ) -> None:
@@ -243,3 +268,23 @@ def test_the_keyed_mac_is_hmac_sha1() -> None:
     for key in (b"k" * 20, b"x" * 100, b""):
         for message in (b"", b"eyJzIjo0Mn0", b"z" * 500):
             assert tokens.KeyedMac(key).digest(message) == hmac.digest(key, message, "sha1")
+
+
+def test_results_with_a_message_id_each_are_recorded_on_their_own_rows(
+    store: Store, edition: Edition
+) -> None:
+    _add(store, 6)
+    store.deliveries.plan(KEY, lambda _i, _t: ("politics|A", "A"), now=NOW)
+    rows = _claim(store, 6)
+    results = [SendResult(r.id, ok=True, message_id=f"<m{r.id}@example.com>") for r in rows[:4]]
+    results.append(SendResult(rows[4].id, ok=False, error="smtp 550 5.1.1 No such mailbox"))
+    store.deliveries.record(results, retries=0, now=NOW)
+
+    got = {row["id"]: row for row in store.deliveries.rows(KEY)}
+    for r in rows[:4]:
+        assert got[r.id]["state"] == "sent"
+        assert got[r.id]["provider_message_id"] == f"<m{r.id}@example.com>"
+        assert got[r.id]["sent_at"] is not None
+    assert got[rows[4].id]["state"] == "failed"
+    assert got[rows[4].id]["last_error"] == "smtp 550 5.1.1 No such mailbox"
+    assert got[rows[5].id]["state"] == "sending"  # not in this call's results: untouched

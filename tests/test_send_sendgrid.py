@@ -25,6 +25,7 @@ from sending import (  # noqa: F401  (fixtures)
 )
 
 from digest import send as sending
+from digest.batch import IN_DOUBT
 from digest.compose import ContentCache, default_renderer
 from digest.config import Config
 from digest.editions import Edition
@@ -178,7 +179,7 @@ def test_without_strict_mode_a_batch_in_doubt_is_failed_not_resent(
     _claim(store, 5)
     summary = _send(config, store, edition, _outbox(config))
     assert (summary.sent, summary.failed) == (3, 5)
-    assert summary.failures == ((sending.IN_DOUBT, 5),)
+    assert summary.failures == ((IN_DOUBT, 5),)
     assert len(_emls(config)) == 3
 
 

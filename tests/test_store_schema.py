@@ -81,3 +81,47 @@ def test_a_store_upgraded_by_a_newer_digest_is_refused(config: Config, run) -> N
     result = run("subscribers", "list", expect=ExitCode.ERROR)
     assert f"schema version 9999 is newer than this digest's ({SCHEMA_VERSION})" in result.output
     assert _versions(config.store_url) == ["9999"]  # left as it was
+
+
+def test_upgrading_a_0003_ledger_names_its_unsent_rows_and_indexes_pending_rows_only(
+    config: Config,
+    run,  # type: ignore[no-untyped-def]
+) -> None:
+    from alembic import command
+
+    engine = create_engine(config.store_url)
+    alembic = AlembicConfig()
+    alembic.set_main_option("script_location", "digest.store:migrations")
+    with engine.begin() as conn:
+        alembic.attributes["connection"] = conn
+        command.upgrade(alembic, "0003")
+        conn.execute(
+            text(
+                "INSERT INTO subscribers (id, email, name, topics, timezone, locale, status,"
+                " status_reason, consent_method, consent_source, consent_ip, created_at,"
+                " updated_at) VALUES (7, 'ana@example.org', 'Ana', '[\"tech\"]', 'UTC', 'en',"
+                " 'active', '', '', '', '', '2026-01-05 09:00:00', '2026-01-05 09:00:00')"
+            )
+        )
+        for state in ("pending", "sent"):
+            conn.execute(
+                text(
+                    "INSERT INTO deliveries (edition_key, subscriber_id, email, variant,"
+                    " content_key, state, attempts, created_at, updated_at) VALUES (:e, 7,"
+                    " 'ana@example.org', 'A', 'tech|A', :s, 0, '2026-01-05 09:00:00',"
+                    " '2026-01-05 09:00:00')"
+                ),
+                {"e": f"weekly/2026-W0{1 if state == 'pending' else 2}", "s": state},
+            )
+    engine.dispose()
+
+    assert "schema 0003 -> " in run("db", "upgrade").output
+    engine = create_engine(config.store_url)
+    try:
+        with engine.connect() as conn:
+            names = dict(conn.execute(text("SELECT state, name FROM deliveries")).all())
+        indexes = {i["name"] for i in inspect(engine).get_indexes("deliveries")}
+    finally:
+        engine.dispose()
+    assert names == {"pending": "Ana", "sent": ""}  # a sent row keeps what it was sent with
+    assert "ix_deliveries_pending" in indexes and "ix_deliveries_edition_state" not in indexes

@@ -35,25 +35,17 @@ def serve(env: Env, host: str, port: int, threads: int | None, debug_server: boo
     Example:
       digest serve --host 0.0.0.0 --port 8080 --threads 16
     """
-    from waitress.server import create_server  # type: ignore[import-untyped]
-
     from digest.web import create_app
+    from digest.web.server import make_server
 
     app = create_app(env.config, env.store, now=env.now)
     if debug_server:
         app.run(host=host, port=port, debug=True, use_reloader=False)
         return
-    settings = env.config.web
-    server = create_server(
-        app,
-        host=host,
-        port=port,
-        threads=threads or settings.threads,
-        connection_limit=settings.connection_limit,
-    )
+    count = threads or env.config.web.threads
+    server = make_server(app, env.config.web, host=host, port=port, threads=count)
     click.echo(
-        f"serving {env.config.site.name} on http://{host}:{server.effective_port} "
-        f"({threads or settings.threads} threads)"
+        f"serving {env.config.site.name} on http://{host}:{server.effective_port} ({count} threads)"
     )
     try:
         server.run()

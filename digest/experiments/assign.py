@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 
 from digest import compose
 from digest.config import Config
@@ -49,15 +50,15 @@ def edition_assigner(config: Config, edition: Edition) -> Assign:
     """Who is planned by a send of the edition: the test group, each with their variant;
     the whole audience as variant A when the digest has no experiment."""
     experiment = config.digest(edition.digest).experiment
-    topics = edition.topics()
+    planned = _planner(edition.topics())
     if experiment is None:
-        return lambda _id, mine: _planned(mine, topics, DEFAULT_VARIANT, DEFAULT_VARIANT)
+        return lambda _id, mine: planned(tuple(mine), DEFAULT_VARIANT, DEFAULT_VARIANT)
     keys = [v.key for v in experiment.variants]
     seed, share = seed_of(config, edition.digest), experiment.test_share
 
     def assign(subscriber_id: int, mine: Sequence[str]) -> tuple[str, str] | None:
         variant = variant_for(position(seed, edition.key, subscriber_id), keys, share)
-        return None if variant is None else _planned(mine, topics, variant, variant)
+        return None if variant is None else planned(tuple(mine), variant, variant)
 
     return assign
 
@@ -70,16 +71,25 @@ def variants_of(config: Config, edition: Edition) -> list[str]:
 
 def rest_assigner(edition: Edition, variant: str) -> Assign:
     """Everyone not planned yet gets `variant`, marked as the rest of the list."""
-    topics = edition.topics()
-    return lambda _id, mine: _planned(mine, topics, variant, variant + REST_SUFFIX)
+    planned = _planner(edition.topics())
+    return lambda _id, mine: planned(tuple(mine), variant, variant + REST_SUFFIX)
 
 
 def is_test_row(variant: str) -> bool:
     return not variant.endswith(REST_SUFFIX)
 
 
-def _planned(
-    mine: Sequence[str], topics: Sequence[str], rendering: str, stored: str
-) -> tuple[str, str] | None:
-    key = compose.content_key(mine, topics, rendering)
-    return (key, stored) if key else None
+PlannedRow = Callable[[tuple[str, ...], str, str], tuple[str, str] | None]
+
+
+def _planner(topics: Sequence[str]) -> PlannedRow:
+    """(subscriber's topics, variant rendered, variant stored) -> (content key, stored
+    variant), None when no topic is shared; kept per topic list, since a list of a million
+    holds a few hundred distinct ones."""
+
+    @lru_cache(maxsize=10_000)
+    def planned(mine: tuple[str, ...], rendering: str, stored: str) -> tuple[str, str] | None:
+        key = compose.content_key(mine, topics, rendering)
+        return (key, stored) if key else None
+
+    return planned

@@ -11,9 +11,11 @@ is never near.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
+from sqlalchemy import Connection
 from sqlalchemy.exc import OperationalError
 
 from digest.errors import BusyError
@@ -54,3 +56,26 @@ def retry_locked(
                 ) from None
         sleep(pause)
         pause = min(pause * 2, LONGEST_PAUSE)
+
+
+@contextmanager
+def synced(conn: Connection) -> Iterator[None]:
+    """Make the SQLite transaction begun inside this block reach the disk when it commits.
+
+    The store runs SQLite in WAL mode with synchronous=NORMAL: a commit survives the
+    process dying, not the machine losing power. What must survive both (a ledger claim
+    before its provider call, an unsubscribe before its answer) commits inside this block,
+    with synchronous=FULL; one sync of the WAL also covers every commit before it.
+    PostgreSQL syncs every commit already.
+    """
+    if conn.dialect.name != "sqlite":
+        yield
+        return
+    # On the driver's connection: through SQLAlchemy, a statement would begin a transaction.
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    raw.execute("PRAGMA synchronous=FULL")
+    try:
+        yield
+    finally:
+        raw.execute("PRAGMA synchronous=NORMAL")

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.types import TypeDecorator
 
@@ -110,6 +111,7 @@ deliveries = Table(
     Column("edition_key", String(128), nullable=False),
     Column("subscriber_id", Integer, nullable=False),
     Column("email", String(320), nullable=False),  # address at planning time
+    Column("name", Text, nullable=False, server_default=""),  # name at planning time
     Column("variant", String(32), nullable=False, default="A"),
     Column("content_key", String(256), nullable=False),  # same key => same rendered content
     Column("state", String(16), nullable=False),  # pending|sending|sent|failed|suppressed
@@ -122,7 +124,15 @@ deliveries = Table(
     Column("sent_at", UTCDateTime),
     Column("send_after", UTCDateTime),  # local-time delivery: not sent before this moment
     UniqueConstraint("edition_key", "subscriber_id", name="uq_delivery_edition_subscriber"),
-    Index("ix_deliveries_edition_state", "edition_key", "state", "content_key", "id"),
+    # Only pending rows: a claimed row leaves it once, and later states never touch it.
+    Index(
+        "ix_deliveries_pending",
+        "edition_key",
+        "content_key",
+        "id",
+        sqlite_where=text("state = 'pending'"),
+        postgresql_where=text("state = 'pending'"),
+    ),
 )
 
 # Provider batches this store cancelled. SendGrid lets at most 10 batches hold a pause or

@@ -3,25 +3,27 @@
 from __future__ import annotations
 
 import json
-import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import contextmanager
 from datetime import datetime
 from functools import lru_cache
 from typing import Any, cast
 
 from sqlalchemy import Column, Connection, Dialect, Engine, Row, Text, bindparam, func, select
 from sqlalchemy import cast as sql_cast
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from digest.errors import DigestError
-from digest.store.busy import retry_locked
+from digest.errors import BusyError, DigestError
+from digest.store.busy import WAIT_SECONDS, retry_locked, synced
+from digest.store.group import GroupCommit
 from digest.store.schema import changed, deliveries, subscribers
 from digest.subscriber import SUPPRESSED, Subscriber, SubscriberRecord, SubscriberRow
 
 LOOKUP_CHUNK = 500  # addresses per IN (...) query, well under every driver's limit
+LOCK_TIMEOUT = "55P03"  # PostgreSQL's lock_not_available: waited past SET lock_timeout
 
 
 def _to_subscriber(row: Row[Any]) -> Subscriber:
@@ -58,14 +60,17 @@ def _values(s: Subscriber) -> dict[str, Any]:
 
 
 # Built once: the one-click path runs them under load, and building costs more than running.
+# Executed with one parameter set per unsubscribe of a batch (see `unsubscribe`).
 _UNSUBSCRIBE = (
     subscribers.update()
     .where(subscribers.c.id == bindparam("sid"))
-    .where(subscribers.c.status.not_in(sorted(SUPPRESSED)))
+    # not NOT IN (...): an expanding list cannot go through executemany
+    .where(*(subscribers.c.status != status for status in sorted(SUPPRESSED)))
     .values(status="unsubscribed", status_reason=bindparam("why"), updated_at=bindparam("at"))
-    .returning(subscribers.c.email)
 )
-_EMAIL_OF = select(subscribers.c.email).where(subscribers.c.id == bindparam("sid"))
+_EMAILS_OF = select(subscribers.c.id, subscribers.c.email).where(
+    subscribers.c.id.in_(bindparam("sids", expanding=True))
+)
 # One statement with LOOKUP_CHUNK parameters, short lists padded with "" (no address is
 # empty): an expanding IN is rendered again for every list, which cost more than the query.
 _LOOKUP_KEYS = [f"e{i}" for i in range(LOOKUP_CHUNK)]
@@ -162,13 +167,33 @@ def _lookup_parts(emails: list[str]) -> Iterator[list[str]]:
         yield part + [""] * (LOOKUP_CHUNK - len(part))
 
 
+@contextmanager
+def _bounded(conn: Connection, deadline: float) -> Iterator[None]:
+    """A transaction that waits for a locked database (SQLite) or row (PostgreSQL) until
+    `deadline` at most, and whose commit has reached the disk when it returns (`synced`):
+    an unsubscribe is answered as done; group commit makes that one sync for many."""
+    left = max(1, int((deadline - time.monotonic()) * 1000))
+    if conn.dialect.name != "sqlite":
+        with conn.begin():
+            conn.exec_driver_sql(f"SET LOCAL lock_timeout = {left}")
+            yield
+        return
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    busy = int(raw.execute("PRAGMA busy_timeout").fetchone()[0])
+    raw.execute(f"PRAGMA busy_timeout={min(left, busy)}")
+    try:
+        with synced(conn), conn.begin():
+            yield
+    finally:
+        raw.execute(f"PRAGMA busy_timeout={busy}")
+
+
 class SubscriberStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        # SQLite has one writer: this process's threads (the web server's) take turns here
-        # rather than poll SQLite's lock, whose busy handler sleeps up to 100 ms a try.
-        self._writing: AbstractContextManager[Any] = (
-            threading.Lock() if engine.dialect.name == "sqlite" else nullcontext()
+        self._unsubscribes: GroupCommit[tuple[int, str, datetime], str | None] = GroupCommit(
+            self._unsubscribe_batch, what="unsubscribe"
         )
 
     def get(self, subscriber_id: int) -> Subscriber | None:
@@ -204,21 +229,41 @@ class SubscriberStore:
                 .values(**_values(subscriber), updated_at=now)
             )
 
-    def unsubscribe(self, subscriber_id: int, *, reason: str, now: datetime) -> str | None:
-        """One-click unsubscribe in one short write; the subscriber's address, or None if
-        there is no such subscriber. A suppressed status (an earlier unsubscribe, a bounce,
-        a complaint) is kept with its reason: it says more than a later click."""
+    def unsubscribe(
+        self, subscriber_id: int, *, reason: str, now: datetime, wait: float = WAIT_SECONDS
+    ) -> str | None:
+        """One-click unsubscribe; the subscriber's address, or None if there is no such
+        subscriber. A suppressed status (an earlier unsubscribe, a bounce, a complaint) is
+        kept with its reason: it says more than a later click.
 
-        def write() -> str | None:
-            with self.engine.begin() as conn:
-                given = {"sid": subscriber_id, "why": reason, "at": now}
-                email = conn.execute(_UNSUBSCRIBE, given).scalar()
-                if email is None:  # already suppressed, or unknown
-                    email = conn.execute(_EMAIL_OF, given).scalar()
-            return email
+        Returns once the change is committed (on SQLite, synced to disk); unsubscribes that
+        arrive together share one transaction. BusyError, with nothing written, if the
+        database stayed locked for `wait` seconds.
+        """
+        return self._unsubscribes.submit((subscriber_id, reason, now), wait=wait)
 
-        with self._writing:
-            return retry_locked(write, what="unsubscribe")
+    def _unsubscribe_batch(
+        self, batch: Sequence[tuple[int, str, datetime]], wait: float
+    ) -> list[str | None]:
+        given = [{"sid": sid, "why": why, "at": at} for sid, why, at in batch]
+        ids = sorted({sid for sid, _, _ in batch})
+        deadline = time.monotonic() + wait
+
+        def write() -> dict[int, str]:
+            with self.engine.connect() as conn, _bounded(conn, deadline):
+                conn.execute(_UNSUBSCRIBE, given)
+                return {r.id: r.email for r in conn.execute(_EMAILS_OF, {"sids": ids})}
+
+        try:
+            emails = retry_locked(write, what="unsubscribe", wait=wait)
+        except OperationalError as exc:
+            if getattr(exc.orig, "sqlstate", None) != LOCK_TIMEOUT:
+                raise
+            raise BusyError(
+                f"store: unsubscribe: a subscriber's row stayed locked for {wait:g} s",
+                hint="another command is writing; nothing was changed",
+            ) from None
+        return [emails.get(sid) for sid, _, _ in batch]
 
     def set_status(self, subscriber_id: int, status: str, *, reason: str, now: datetime) -> bool:
         """Change a subscriber's status; False if there is no such subscriber."""

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Protocol
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Recipient:
     """One addressee of an OutgoingEmail, with the values substituted into its copy.
 
@@ -42,7 +42,7 @@ class OutgoingEmail:
     preheader: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SendResult:
     """The outcome for one recipient: a provider message id, or the error and what it proves.
 

@@ -1,9 +1,12 @@
 """SendGrid's v3 Mail Send: one request per OutgoingEmail, one personalization per recipient.
 
-The body is posted as a plain dict through the official client: its `Mail` helper
-reverses the order of personalizations and costs more than the request itself. The
-client has no timeout by default and does not enforce SendGrid's limits, so both are
-done here. The API key lives only inside the client: no message or log line carries it.
+Mail Send bodies are serialised once, with orjson, and posted with urllib under the
+official client's own headers (its key, its User-Agent). Through the client itself a
+1,000-recipient request cost 15 µs more per recipient: it serialises the body with the
+standard json module, then formats the whole body into a DEBUG log line that no handler
+keeps. Batches and cancels (a few calls per run) go through the client as they are. The
+client has no timeout by default and does not enforce SendGrid's limits, so both are done
+here. The API key lives only inside the client's headers: no message or log line carries it.
 """
 
 from __future__ import annotations
@@ -14,10 +17,12 @@ import logging
 import os
 import socket
 import urllib.error
-from collections.abc import Callable, Iterable, Mapping
+import urllib.request
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 import sendgrid  # type: ignore[import-untyped]
 from python_http_client.exceptions import HTTPError as ProviderError  # type: ignore[import-untyped]
 
@@ -57,6 +62,8 @@ class SendGridTransport:
         self._client.client.timeout = settings.timeout
         self._settings = settings
         self._now = now
+        self._mail_send = settings.host.rstrip("/") + "/v3/mail/send"
+        self._headers = {**self._client.client.request_headers, "Content-Type": "application/json"}
         # what strict mode and cancelling need to know of this provider (cancel.Scheduler)
         self.cancel_margin = timedelta(seconds=settings.cancel_margin_seconds)
         self.strict_lead = timedelta(seconds=settings.strict_lead_seconds)
@@ -73,34 +80,33 @@ class SendGridTransport:
         other than 2xx, or an error while connecting or writing the request, proves
         nothing was accepted; an error after the request went out leaves it in doubt.
         """
-        body = build_body(email, self._settings, self._now())
+        body = orjson.dumps(build_body(email, self._settings, self._now()))
         ids = [r.delivery_id for r in email.recipients]
+        request = urllib.request.Request(self._mail_send, body, self._headers, method="POST")
         try:
-            response = self._client.client.mail.send.post(request_body=body)
-        except ProviderError as exc:
-            return _all(ids, ok=False, **self._refused(exc))
+            with urllib.request.urlopen(request, timeout=self._settings.timeout) as response:
+                response.read()
+                message_id = response.headers.get("X-Message-Id")
+        except urllib.error.HTTPError as exc:
+            with exc:
+                return _all(ids, ok=False, **self._refused(exc.code, exc.headers, exc.read()))
         except (OSError, http.client.HTTPException) as exc:
             reason = self._scrub(f"sendgrid: {_network_error(exc, self._settings.timeout)}")
             if _not_sent(exc):
                 return _all(ids, ok=False, error=reason, retryable=True)
             return _all(ids, ok=False, error=reason, in_doubt=True)
-        message_id = response.headers.get("X-Message-Id") if response.headers else None
         return _all(ids, ok=True, message_id=message_id)
 
-    def _refused(self, exc: ProviderError) -> dict[str, Any]:
-        status = int(exc.status_code)
-        error = self._scrub(f"sendgrid HTTP {status}: {_provider_message(exc.body)}")
+    def _refused(self, status: int, headers: Any, body: bytes) -> dict[str, Any]:
+        error = self._scrub(f"sendgrid HTTP {status}: {_provider_message(body)}")
         if status == 429:
-            return {
-                "error": error,
-                "retryable": True,
-                "retry_after": self._retry_after(exc.headers),
-            }
+            return {"error": error, "retryable": True, "retry_after": self._retry_after(headers)}
         if status in ACCOUNT_REFUSALS:
             return {"error": error, "fatal": True}
         return {"error": error, "retryable": status >= 500 or status == 408}
 
-    def _retry_after(self, headers: Mapping[str, str] | None) -> float | None:
+    def _retry_after(self, headers: Any) -> float | None:
+        """Seconds until `X-RateLimit-Reset` (any mapping of headers), if it says."""
         reset = (headers or {}).get("X-RateLimit-Reset")
         try:
             at = float(reset) if reset is not None else None

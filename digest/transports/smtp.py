@@ -3,8 +3,11 @@
 Each recipient gets their own message and their own envelope, so one refused address
 fails only that delivery. A batch's content is built and encoded once
 (`digest.prepared`); per recipient only the personal headers and links are filled in,
-giving byte for byte what `digest.mime` (and so the outbox) writes. With several
-connections, each takes the batch's next recipient as soon as it is free.
+giving byte for byte what `digest.mime` (and so the outbox) writes. Messages go out
+through `digest.transports.smtp_wire` (MAIL, RCPT and DATA in one write where the server
+offers PIPELINING). With several connections, each takes the batch's next recipient as
+soon as it is free; one thread drives them all, waiting on whichever socket answers next,
+so no thread waits for the interpreter lock while an answer is already there.
 
 SMTP has no idempotency key, so what a dropped connection means depends on when it
 dropped: before the message body went out (greeting, MAIL, RCPT, the DATA command)
@@ -20,11 +23,12 @@ import contextlib
 import ipaddress
 import logging
 import os
+import selectors
 import smtplib
+import socket
 import ssl
-import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+import time
+from collections.abc import Callable, Generator
 from datetime import datetime
 
 from digest.config import Config, SmtpSettings
@@ -32,37 +36,10 @@ from digest.dkim import DkimKey, load_key
 from digest.errors import ConfigError, TransportError
 from digest.prepared import Message, PreparedEmail
 from digest.transports.base import OutgoingEmail, Recipient, SendResult
+from digest.transports.smtp_wire import DotStuffer, Dropped, InDoubt, Refused, Steps, Wire
 
 log = logging.getLogger(__name__)
 PREPARED_KEPT = 64  # distinct contents kept prepared (an edition has one per topic mix)
-
-
-class _Dropped(Exception):
-    """The connection went away before the message body was sent; safe to send it again."""
-
-
-class _InDoubt(Exception):
-    """The connection went away after the body was sent, before the server's answer."""
-
-
-def _guarded_data(conn: smtplib.SMTP) -> Callable[[bytes], tuple[int, bytes]]:
-    """`conn.data` that tells a drop before the body (safe) from one after it (in doubt)."""
-
-    def data(msg: bytes) -> tuple[int, bytes]:
-        code, reply = conn.docmd("data")
-        if code != 354:
-            raise smtplib.SMTPDataError(code, reply)
-        # RFC 5321 4.5.2 dot-stuffing (what re.sub(rb"(?m)^\.", b"..") does, 80× faster)
-        stuffed = (b"." + msg if msg.startswith(b".") else msg).replace(b"\n.", b"\n..")
-        if not stuffed.endswith(b"\r\n"):
-            stuffed += b"\r\n"
-        try:
-            conn.send(stuffed + b".\r\n")
-            return conn.getreply()
-        except (smtplib.SMTPServerDisconnected, OSError) as exc:
-            raise _InDoubt(str(exc) or type(exc).__name__) from None
-
-    return data
 
 
 class SmtpTransport:
@@ -86,10 +63,9 @@ class SmtpTransport:
         self._password = password
         self._now = now
         self._ssl_context = ssl_context
-        self._conns: list[smtplib.SMTP | None] = [None] * settings.connections
-        self._pool: ThreadPoolExecutor | None = None
+        self._conns: list[Wire | None] = [None] * settings.connections
         self._prepared: dict[tuple[object, ...], PreparedEmail] = {}
-        self._lock = threading.Lock()
+        self._stuffer = DotStuffer()
         self.connections = 0  # opened so far; reused connections keep this at their number
 
     def __repr__(self) -> str:  # never show the password, even in a traceback
@@ -101,19 +77,17 @@ class SmtpTransport:
         return f"smtp {self.settings.host}:{self.settings.port}"
 
     def _tls(self) -> ssl.SSLContext:
-        with self._lock:
-            if self._ssl_context is None:
-                self._ssl_context = ssl.create_default_context()
-            return self._ssl_context
+        if self._ssl_context is None:
+            self._ssl_context = ssl.create_default_context()
+        return self._ssl_context
 
-    def _connection(self, slot: int) -> smtplib.SMTP:
+    def _connection(self, slot: int) -> Wire:
         """Connection `slot`, or a new one there: connected, TLS set up, logged in."""
         found = self._conns[slot]
         if found is not None:
             return found
-        conn = self._open()
-        with self._lock:
-            self.connections += 1
+        conn = Wire(self._open(), pipelining=self.settings.pipelining, stuffer=self._stuffer)
+        self.connections += 1
         log.info("%s: connected (%s)", self._where(), self.settings.security)
         self._conns[slot] = conn
         return conn
@@ -132,7 +106,6 @@ class SmtpTransport:
                 conn.ehlo()  # the server's capabilities may change once encrypted (AUTH)
             if self._username:
                 conn.login(self._username, self._password or "")
-            conn.data = _guarded_data(conn)  # type: ignore[method-assign,assignment]
             return conn
         except smtplib.SMTPAuthenticationError as exc:
             _quietly_close(conn)
@@ -167,22 +140,20 @@ class SmtpTransport:
             ) from None
 
     def _drop(self, slot: int) -> None:
-        _quietly_close(self._conns[slot])
+        found = self._conns[slot]
+        _quietly_close(found.conn if found is not None else None)
         self._conns[slot] = None
 
     def close(self) -> None:
         """Say QUIT and close every open connection."""
-        for slot, conn in enumerate(self._conns):
-            if conn is None:
+        for slot, wire in enumerate(self._conns):
+            if wire is None:
                 continue
             try:
-                conn.quit()
+                wire.conn.quit()
             except (OSError, smtplib.SMTPException):
-                conn.close()
+                wire.conn.close()
             self._conns[slot] = None
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
 
     # -- sending -----------------------------------------------------------------------
     def send(self, email: OutgoingEmail) -> list[SendResult]:
@@ -195,30 +166,19 @@ class SmtpTransport:
         prepared = self._prepare(email)
         recipients = email.recipients
         results: list[SendResult | None] = [None] * len(recipients)
-        queue = iter(range(len(recipients)))
+        queue = iter(range(len(recipients)))  # shared: each connection takes the next
         errors: list[TransportError] = []
-        slots = min(len(self._conns), len(recipients))
 
-        def work(slot: int) -> None:
-            while True:
-                with self._lock:
-                    i = next(queue, None)
-                if i is None:
-                    return
+        def work(slot: int) -> Steps:
+            for i in queue:
                 try:
-                    results[i] = self._send_with_reconnect(slot, prepared, recipients[i])
+                    results[i] = yield from self._deliver(slot, prepared, recipients[i])
                 except TransportError as exc:
-                    with self._lock:
-                        errors.append(exc)
+                    errors.append(exc)
                     return
 
-        if slots <= 1:
-            work(0)
-        else:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(len(self._conns), thread_name_prefix="smtp")
-            for future in [self._pool.submit(work, slot) for slot in range(slots)]:
-                future.result()
+        slots = min(len(self._conns), len(recipients))
+        _drive([work(slot) for slot in range(slots)], self.settings.timeout)
         if errors and all(r is None for r in results):
             raise errors[0]  # nothing went out: the whole batch fails the same way
         out = []
@@ -242,20 +202,19 @@ class SmtpTransport:
             found = self._prepared[key] = PreparedEmail(email, dkim=self._dkim)
         return found
 
-    def _send_with_reconnect(
+    def _deliver(
         self, slot: int, prepared: PreparedEmail, recipient: Recipient
-    ) -> SendResult:
+    ) -> Generator[socket.socket, None, SendResult]:
         """Send one message; if the connection drops, reconnect once and send it again."""
-        with self._lock:  # building is CPU work: the GIL serialises it anyway
-            message = prepared.message(recipient, now=self._now())
+        message = prepared.message(recipient, now=self._now())
         try:
-            return self._send_one(slot, prepared.email.from_email, recipient, message)
-        except _Dropped as exc:
+            return (yield from self._send_one(slot, prepared.email.from_email, recipient, message))
+        except Dropped as exc:
             log.warning("%s: connection lost (%s); reconnecting", self._where(), exc)
             self._drop(slot)
         try:
-            return self._send_one(slot, prepared.email.from_email, recipient, message)
-        except _Dropped as exc:
+            return (yield from self._send_one(slot, prepared.email.from_email, recipient, message))
+        except Dropped as exc:
             self._drop(slot)
             raise TransportError(
                 f"{self._where()}: connection lost twice: {exc}", retryable=True
@@ -263,11 +222,12 @@ class SmtpTransport:
 
     def _send_one(
         self, slot: int, sender: str, recipient: Recipient, message: Message
-    ) -> SendResult:
-        conn = self._connection(slot)
+    ) -> Generator[socket.socket, None, SendResult]:
+        """The exact bytes the outbox would write (signed the same way), as SMTP DATA."""
+        wire = self._connection(slot)
         try:
-            self._send_bytes(conn, sender, recipient.email, message.as_bytes())
-        except _InDoubt as exc:
+            yield from wire.send(sender, recipient.email, (message.head, b"\r\n", *message.body))
+        except InDoubt as exc:
             self._drop(slot)
             return SendResult(
                 recipient.delivery_id,
@@ -275,29 +235,42 @@ class SmtpTransport:
                 error=f"{self._where()}: connection lost after the message was sent: {exc}",
                 in_doubt=True,
             )
-        except smtplib.SMTPRecipientsRefused as exc:
-            code, reply = exc.recipients.get(recipient.email, (550, b"recipient refused"))
-            return _refused(recipient, code, reply)
-        except smtplib.SMTPResponseException as exc:  # MAIL FROM or DATA refused
-            if exc.smtp_code == 421 or conn.sock is None:
+        except Refused as exc:  # MAIL, RCPT, DATA or the message refused
+            if exc.reply.code == 421:
                 self._drop(slot)  # 421: the server is closing this connection
-            return _refused(recipient, exc.smtp_code, exc.smtp_error)
-        except (smtplib.SMTPServerDisconnected, OSError) as exc:
-            raise _Dropped(str(exc) or type(exc).__name__) from None
+            return _refused(recipient, exc.reply.code, exc.reply.text)
         except smtplib.SMTPException as exc:  # e.g. an SMTPUTF8 address the server cannot take
             return SendResult(recipient.delivery_id, ok=False, error=f"smtp: {exc}")
         return SendResult(recipient.delivery_id, ok=True, message_id=message.message_id)
 
-    def _send_bytes(self, conn: smtplib.SMTP, sender: str, to: str, data: bytes) -> None:
-        """The exact bytes the outbox would write (signed the same way), as SMTP DATA."""
-        options: tuple[str, ...] = ()
-        if not (sender + to).isascii():
-            if not conn.has_extn("smtputf8"):
-                raise smtplib.SMTPNotSupportedError(
-                    "the address needs SMTPUTF8, which the server does not offer"
-                )
-            options = ("SMTPUTF8", "BODY=8BITMIME")
-        conn.sendmail(sender, [to], data, options)
+
+def _drive(tasks: list[Steps], timeout: float) -> None:
+    """Run each task until it waits on a socket; resume it when that socket is readable, or
+    throw TimeoutError into it once it has waited `timeout` seconds."""
+    waiting: dict[Steps, tuple[float, socket.socket]] = {}  # task -> (deadline, its socket)
+    with selectors.DefaultSelector() as selector:
+
+        def advance(task: Steps, error: BaseException | None = None) -> None:
+            try:
+                sock = task.throw(error) if error is not None else next(task)
+            except StopIteration:
+                return
+            selector.register(sock, selectors.EVENT_READ, task)
+            waiting[task] = (time.monotonic() + timeout, sock)
+
+        def resume(task: Steps, error: BaseException | None = None) -> None:
+            selector.unregister(waiting.pop(task)[1])  # before the task closes or reopens it
+            advance(task, error)
+
+        for task in tasks:
+            advance(task)
+        while waiting:
+            soonest = min(deadline for deadline, _ in waiting.values())
+            for key, _ in selector.select(max(0.0, soonest - time.monotonic())):
+                resume(key.data)
+            now = time.monotonic()
+            for task in [t for t, (deadline, _) in waiting.items() if deadline <= now]:
+                resume(task, TimeoutError("timed out"))
 
 
 def _refused(recipient: Recipient, code: int, reply: bytes | str) -> SendResult:

@@ -16,22 +16,14 @@ from digest.config import Config
 from digest.config import secret as config_secret
 from digest.errors import DigestError, InputError
 from digest.store import open_store
-from digest.tokens import BadToken
+from digest.tokens import BAD_LINK, BadToken
 from digest.transports import make_transport
 from digest.transports.base import Transport
 from digest.web import archive, health, preferences, subscribe, unsubscribe, webhook
-from digest.web.context import EXTENSION, WebContext, WebStore
+from digest.web.context import EXTENSION, SECURITY_HEADERS, WebContext, WebStore
+from digest.web.oneclick import OneClick
 
 MAX_BODY_BYTES = 10 * 1024 * 1024
-# No script runs on any page; styles are inline (email HTML needs them), images come from
-# the articles' hosts. Forms post only here, and no other site may frame a page.
-SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
-    "img-src https: data:; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
-    "X-Frame-Options": "DENY",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-}
 
 
 def create_app(
@@ -57,13 +49,14 @@ def create_app(
     def configured(kind: str) -> Transport:
         return make_transport(config.delivery.transport, config, edition_key=kind, now=clock)
 
-    app.extensions[EXTENSION] = WebContext(
+    ctx = WebContext(
         config=config,
         store=store if store is not None else open_store(config.store_url),
         now=clock,
         secret=secret if secret is not None else config_secret(),
         transport=transport or configured,
     )
+    app.extensions[EXTENSION] = ctx
     for module in (unsubscribe, preferences, subscribe, webhook, health, archive):
         app.register_blueprint(module.bp)
     app.after_request(_secure)
@@ -71,6 +64,11 @@ def create_app(
     app.register_error_handler(InputError, _bad_input)
     app.register_error_handler(DigestError, _unavailable)
     app.context_processor(lambda: {"site": config.site})
+    with app.test_request_context():  # the pages the one-click path answers errors with
+        pages = {400: _bad_link(BadToken(BAD_LINK))[0], 503: _unavailable_page()}
+    app.wsgi_app = OneClick(  # type: ignore[method-assign]
+        app.wsgi_app, ctx, pages={k: v.encode() for k, v in pages.items()}, logger=app.logger
+    )
     return app
 
 
@@ -104,6 +102,10 @@ def _bad_input(exc: InputError) -> tuple[str, int]:
 
 def _unavailable(exc: DigestError) -> tuple[str, int]:
     current_app.logger.error("%s", exc)
+    return _unavailable_page(), 503
+
+
+def _unavailable_page() -> str:
     return render_template(
         "error.html", title="Please try again later", message="We could not do that just now."
-    ), 503
+    )

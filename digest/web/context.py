@@ -19,11 +19,20 @@ from digest.config import Config
 from digest.events import EventLedger
 from digest.signup import SignupConsents
 from digest.subscriber import Subscriber
-from digest.tokens import BadToken, read_token
+from digest.tokens import BAD_LINK, BadToken, read_token
 from digest.transports.base import Transport
 from digest.web.welcome import PublishedEditions
 
 EXTENSION = "digest"
+# No script runs on any page; styles are inline (email HTML needs them), images come from
+# the articles' hosts. Forms post only here, and no other site may frame a page.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+    "img-src https: data:; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 
 
 class WebSubscribers(Protocol):
@@ -36,7 +45,9 @@ class WebSubscribers(Protocol):
     def set_status(
         self, subscriber_id: int, status: str, *, reason: str, now: datetime
     ) -> bool: ...
-    def unsubscribe(self, subscriber_id: int, *, reason: str, now: datetime) -> str | None: ...
+    def unsubscribe(
+        self, subscriber_id: int, *, reason: str, now: datetime, wait: float
+    ) -> str | None: ...
 
 
 class WebStore(Protocol):
@@ -77,7 +88,7 @@ def subscriber_for(purpose: str, token: str) -> tuple[Subscriber, dict[str, Any]
     subscriber = ctx.store.subscribers.get(payload["s"])
     if subscriber is None:
         # Same answer as a bad signature: a link must not reveal which ids exist.
-        raise BadToken("this link is not valid (it was changed, or is for something else)")
+        raise BadToken(BAD_LINK)
     return subscriber, payload
 
 

@@ -9,7 +9,7 @@ from flask import Blueprint, render_template, request
 from digest.config import Config
 from digest.errors import InputError
 from digest.subscriber import SUPPRESSED
-from digest.tokens import BadToken, read_token
+from digest.tokens import BAD_LINK, BadToken, read_token
 from digest.web.context import subscriber_for, web
 
 bp = Blueprint("unsubscribe", __name__)
@@ -42,10 +42,11 @@ def unsubscribe(token: str) -> str:
     if topic:
         return _leave_topic(token, topic, reason)
     payload = read_token(ctx.secret, "unsubscribe", token)
-    email = ctx.store.subscribers.unsubscribe(payload["s"], reason=reason, now=ctx.now())
+    email = ctx.store.subscribers.unsubscribe(
+        payload["s"], reason=reason, now=ctx.now(), wait=ctx.config.web.write_wait
+    )
     if email is None:
-        # Same answer as a bad signature: a link must not reveal which ids exist.
-        raise BadToken("this link is not valid (it was changed, or is for something else)")
+        raise BadToken(BAD_LINK)
     return render_template(
         "unsubscribed.html",
         email=email,
@@ -61,7 +62,9 @@ def _leave_topic(token: str, topic: str, reason: str) -> str:
         raise InputError("topic", f"unknown topic {topic!r}")
     left = tuple(k for k in subscriber.topics if k != topic)
     if not left:  # the last topic: leaving it is unsubscribing
-        email = ctx.store.subscribers.unsubscribe(payload["s"], reason=reason, now=ctx.now())
+        email = ctx.store.subscribers.unsubscribe(
+            payload["s"], reason=reason, now=ctx.now(), wait=ctx.config.web.write_wait
+        )
         return render_template(
             "unsubscribed.html",
             email=email or subscriber.email,

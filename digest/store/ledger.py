@@ -1,0 +1,81 @@
+"""What the ledger's parts share: the deliveries table's columns and conditions, and the
+one way each of them writes (one transaction, started again while the database is locked).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
+
+import orjson
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Integer,
+    Text,
+    any_,
+    bindparam,
+    column,
+    func,
+    literal_column,
+    select,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
+
+from digest.errors import DigestError
+from digest.store.busy import retry_locked, synced
+from digest.store.schema import deliveries
+
+T = TypeVar("T")
+
+_d = deliveries.c
+# Written out, not bound: only then may a query use the index of pending rows.
+PENDING = _d.state == literal_column("'pending'")
+
+# A batch's row ids travel as one parameter (a JSON array for SQLite's json_each, an
+# array on PostgreSQL), so a statement compiles once and binds one value, not 1,000.
+_SQLITE_IDS = _d.id.in_(
+    select(column("value", Integer)).select_from(func.json_each(bindparam("ids", type_=Text)))
+)
+_POSTGRES_IDS = _d.id == any_(bindparam("ids", type_=ARRAY(Integer)))
+ONE_PARAMETER = 1000  # ids per statement when they travel as one parameter (a whole batch)
+
+
+class LedgerBase:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._postgres = engine.dialect.name == "postgresql"
+        self._in_ids = _POSTGRES_IDS if self._postgres else _SQLITE_IDS
+
+    def _ids(self, ids: Sequence[int]) -> dict[str, Any]:
+        """The parameter `self._in_ids` takes for these row ids."""
+        return {"ids": list(ids) if self._postgres else orjson.dumps(list(ids)).decode()}
+
+    def _write(self, what: str, work: Callable[[Connection], T], *, durable: bool = False) -> T:
+        """Run `work` in one transaction, starting it again while the database is locked;
+        `durable`: its commit reaches the disk before this returns (see busy.synced)."""
+
+        def attempt() -> T:
+            with self.engine.connect() as conn:
+                if durable:
+                    with synced(conn), conn.begin():
+                        return work(conn)
+                with conn.begin():
+                    return work(conn)
+
+        return retry_locked(attempt, what=what)
+
+    def _insert_ignore(self) -> Any:
+        dialect = self.engine.dialect.name
+        if dialect == "sqlite":
+            return sqlite.insert(deliveries).on_conflict_do_nothing()
+        if dialect == "postgresql":
+            return postgresql.insert(deliveries).on_conflict_do_nothing()
+        raise DigestError(f"store: the delivery ledger does not support {dialect!r}")
+
+
+def chunks(ids: list[int], size: int = 900) -> Iterator[list[int]]:
+    """Id lists short enough for any database's limit on bound parameters."""
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]

@@ -1,0 +1,229 @@
+"""Planning the ledger: one pending row per subscriber an edition goes to, in set-based
+chunks (the audience is streamed, never held in memory)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import (
+    Connection,
+    DateTime,
+    Integer,
+    String,
+    Text,
+    bindparam,
+    cast,
+    func,
+    literal,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
+
+from digest.store.ledger import PENDING, LedgerBase
+from digest.store.schema import UTCDateTime, audiences, changed, deliveries, subscribers
+
+PLAN_CHUNK = 10_000  # subscribers read per planning transaction
+TOPIC_CACHE = 10_000  # distinct topic lists decoded at a time
+
+_d = deliveries.c
+
+# A row to plan: subscriber id, email, name, content key, variant, moment (stored form) or None
+Planned = tuple[int, str, str, str, str, str | None]
+
+
+class Planning(LedgerBase):
+    def plan(
+        self,
+        edition_key: str,
+        assign: Callable[[int, Sequence[str]], tuple[str, str] | None],
+        *,
+        now: datetime,
+        digest: tuple[str, bool] | None = None,
+        moment: Callable[[str], datetime] | None = None,
+    ) -> int:
+        """Add a pending row per active subscriber that `assign(id, topics)` gives a
+        (content key, variant); rows that exist already stay as they are. Returns how many
+        were added. With `digest` (key, whether it is the project's first digest), only
+        subscribers who chose that digest are planned (no choice means the first digest).
+        With `moment(zone)`, each row gets the moment of its subscriber's time zone.
+
+        Each chunk is one executemany sorted by content key, so the rows a send batch
+        claims together sit side by side in the table: claiming and recording a
+        batch then touches a few dozen pages, not one page per row.
+        """
+        s = subscribers.c
+        planned = select(_d.id).where(_d.edition_key == edition_key, _d.subscriber_id == s.id)
+        query = (
+            # topics as their stored JSON text: subscribers share a few lists, decoded once each
+            select(
+                s.id,
+                s.email,
+                func.coalesce(s.name, ""),
+                s.timezone,
+                cast(s.topics, Text),
+                cast(s.digests, Text),
+            )
+            .where(
+                s.id > bindparam("last"),
+                s.status == "active",
+                ~planned.exists(),  # a re-run only reads whom it has not planned yet
+            )
+            .order_by(s.id)
+            .limit(PLAN_CHUNK)
+        )
+        decoded: dict[str, tuple[str, ...]] = {}
+        moments: dict[str, str | None] = {}  # zone -> its moment, as the row stores it
+        stamp = _stamp_of(self.engine.dialect)
+
+        def chunk(conn: Connection, last: int) -> tuple[int, int | None]:
+            """Plan one chunk of subscribers in one commit: (rows added, last id read)."""
+            rows = conn.execute(query, {"last": last}).all()
+            if not rows:
+                return 0, None
+            planned: list[Planned] = []
+            for sid, email, name, zone, text, chosen in rows:
+                if digest is not None and not _chose(chosen, *digest):
+                    continue
+                topics = decoded.get(text)
+                if topics is None:
+                    if len(decoded) > TOPIC_CACHE:  # keep memory flat on varied lists
+                        decoded.clear()
+                    topics = decoded[text] = tuple(json.loads(text) or ()) if text else ()
+                assigned = assign(sid, topics)
+                if assigned is None:
+                    continue
+                at = moments.get(zone, "")
+                if at == "":
+                    at = moments[zone] = None if moment is None else stamp(moment(zone))
+                planned.append((sid, email, name, *assigned, at))
+            planned.sort(key=_by_content)  # a content key's rows side by side, by id
+            if not planned:
+                return 0, rows[-1][0]
+            added = changed(conn, self._insert_planned(edition_key, planned, now), _d.id)
+            return added, rows[-1][0]
+
+        last: int | None = 0
+        total = 0
+        while last is not None:
+            at = last
+            added, last = self._write("plan", lambda conn: chunk(conn, at))  # noqa: B023
+            total += added
+        return total
+
+    def fix_audience(self, edition_key: str, *, now: datetime) -> None:
+        """Mark the edition's audience as planned: later sends add nobody (unless asked)."""
+        dialect = self.engine.dialect.name
+        insert = (postgresql if dialect == "postgresql" else sqlite).insert(audiences)
+        stmt = insert.values(edition_key=edition_key, fixed_at=now).on_conflict_do_nothing()
+        self._write("fix the audience", lambda conn: conn.execute(stmt))
+
+    def audience_fixed(self, edition_key: str) -> bool:
+        query = select(audiences.c.fixed_at).where(audiences.c.edition_key == edition_key)
+        with self.engine.connect() as conn:
+            return conn.execute(query).first() is not None
+
+    def stamp_send_after(
+        self, edition_key: str, moment: Callable[[str], datetime], *, now: datetime
+    ) -> int:
+        """Give each pending row with no moment yet the moment `moment(zone)` of its
+        subscriber's time zone (local-time delivery); returns how many rows got one."""
+        s = subscribers.c
+        zones_query = (
+            select(s.timezone)
+            .join(deliveries, _d.subscriber_id == s.id)
+            .where(_d.edition_key == edition_key, PENDING, _d.send_after.is_(None))
+            .distinct()
+        )
+
+        def work(conn: Connection) -> int:
+            stamped = 0
+            for zone in [r.timezone for r in conn.execute(zones_query)]:
+                of_zone = select(s.id).where(s.timezone == zone)
+                stmt = (
+                    update(deliveries)
+                    .where(
+                        _d.edition_key == edition_key,
+                        PENDING,
+                        _d.send_after.is_(None),
+                        _d.subscriber_id.in_(of_zone),
+                    )
+                    .values(send_after=moment(zone), updated_at=now)
+                )
+                stamped += changed(conn, stmt, _d.id)
+            return stamped
+
+        return self._write("stamp send moments", work)
+
+    def _insert_planned(self, edition_key: str, planned: list[Planned], now: datetime) -> Any:
+        """INSERT … SELECT of the Planned rows, which travel as one parameter (a JSON array
+        on SQLite, arrays on PostgreSQL): one statement for a whole chunk, with no per-row
+        parameter handling."""
+        fields: list[Any]
+        if self._postgres:
+            sids, emails, names, keys, variants, ats = (list(c) for c in zip(*planned, strict=True))
+            source = (
+                func.unnest(
+                    bindparam("sids", sids, type_=ARRAY(Integer)),
+                    bindparam("emails", emails, type_=ARRAY(Text)),
+                    bindparam("names", names, type_=ARRAY(Text)),
+                    bindparam("keys", keys, type_=ARRAY(Text)),
+                    bindparam("variants", variants, type_=ARRAY(Text)),
+                    bindparam("ats", ats, type_=ARRAY(Text)),
+                )
+                .table_valued("sid", "email", "name", "key", "variant", "at")
+                .render_derived()
+            )
+            fields = [source.c[c] for c in ("sid", "email", "name", "key", "variant")]
+            fields.append(cast(source.c.at, DateTime()))
+        else:
+            source = func.json_each(
+                bindparam("rows", orjson.dumps(planned).decode(), type_=Text)
+            ).table_valued("value", "key")
+            fields = [func.json_extract(source.c.value, f"$[{i}]") for i in range(6)]
+        sid, email, name, key, variant, at = fields
+        rows = select(
+            literal(edition_key, String), sid, email, name, variant, key,
+            literal("pending", String), literal(0, Integer),
+            literal(now, UTCDateTime), literal(now, UTCDateTime), at,
+        ).where(sid.is_not(None))  # fmt: skip
+        if not self._postgres:
+            rows = rows.order_by(source.c.key)
+        columns = ["edition_key", "subscriber_id", "email", "name", "variant", "content_key",
+                   "state", "attempts", "created_at", "updated_at", "send_after"]  # fmt: skip
+        return self._insert_ignore().from_select(columns, rows)
+
+    def audience_topics(self) -> Iterator[tuple[str, ...]]:
+        """Each distinct topic list of the active subscribers (what planning will assign)."""
+        s = subscribers.c
+        query = select(cast(s.topics, Text)).where(s.status == "active").distinct()
+        with self.engine.connect() as conn:
+            texts = [r[0] for r in conn.execute(query)]
+        for text in texts:
+            yield tuple(json.loads(text) or ()) if text else ()
+
+
+def _by_content(row: Planned) -> tuple[str, str]:
+    return row[3], row[4]
+
+
+def _stamp_of(dialect: Any) -> Callable[[datetime], str]:
+    """A moment as the store writes it (send_after travels inside a JSON or text array)."""
+    process = deliveries.c.send_after.type.bind_processor(dialect)
+
+    def stamp(moment: datetime) -> str:
+        value = process(moment) if process is not None else moment
+        return value if isinstance(value, str) else value.isoformat(sep=" ")
+
+    return stamp
+
+
+def _chose(chosen: str | None, digest: str, first: bool) -> bool:
+    """Whether a subscriber's stored digest choice (JSON text) includes `digest`."""
+    keys = json.loads(chosen) if chosen else None
+    return digest in keys if keys else first
