@@ -2,8 +2,10 @@
 
 Generates subscriber files with a fixed seed (CSV at each size, YAML at the first), then
 runs the real CLI in a child process for each step, timing it and reading the child's
-own peak RSS (wait4). In the same run, a minimal loader (csv.reader, lower-cased address,
-sqlite3 executemany in chunks of 2,000 into the same table, no checks) gives the floor.
+own peak RSS and CPU time (wait4). In the same run, a minimal loader (csv.reader,
+lower-cased address, sqlite3 executemany in chunks of 2,000 into the same table, no
+checks) gives the floor. The machine is shared, so wall figures move with its load: CPU
+microseconds a row, and the import's CPU over the floor's, are the steadier figures.
 
     python bench/subscribers.py                       # 200,000 and 1,000,000 rows
     python bench/subscribers.py --rows 50000          # quick look
@@ -29,6 +31,7 @@ import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
+from typing import NamedTuple  # noqa: E402
 
 from machine import describe  # noqa: E402
 
@@ -74,8 +77,14 @@ def write_yaml(path: Path, n: int) -> None:
                       f"    timezone: {zone}\n    locale: {locale}\n")  # fmt: skip
 
 
-def _run(args: list[str], cwd: Path) -> tuple[float, float]:
-    """Run a child to its end (killed past CHILD_TIMEOUT): wall seconds and its peak RSS, MiB."""
+class Step(NamedTuple):
+    seconds: float  # wall
+    rss: float  # the child's peak RSS, MiB
+    cpu: float  # the child's CPU seconds, user and system
+
+
+def _run(args: list[str], cwd: Path) -> Step:
+    """Run a child to its end (killed past CHILD_TIMEOUT): wall, peak RSS and CPU time."""
     start = time.perf_counter()
     child = subprocess.Popen(args, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     watchdog = threading.Timer(CHILD_TIMEOUT, child.kill)
@@ -89,7 +98,7 @@ def _run(args: list[str], cwd: Path) -> tuple[float, float]:
     err = child.stderr.read().decode() if child.stderr else ""
     if child.returncode != 0:
         raise SystemExit(f"{' '.join(args)} exited {child.returncode}:\n{err[-2000:]}")
-    return seconds, usage.ru_maxrss / 1024
+    return Step(seconds, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime)
 
 
 def _digest(project: Path, *args: str) -> list[str]:
@@ -139,9 +148,11 @@ def minimal_loader(csv_path: str, db_path: str) -> None:
     conn.close()
 
 
-def _line(what: str, rows: int, seconds: float, rss: float) -> None:
-    print(f"{what:<34} {rows:>9,} rows {seconds:7.1f} s {rows / seconds:>9,.0f} rows/s "
-          f"peak RSS {rss:6.0f} MiB", flush=True)  # fmt: skip
+def _line(what: str, rows: int, step: Step, floor: Step | None = None) -> None:
+    ratio = f" ({step.cpu / floor.cpu:.2f}x the floor's CPU)" if floor else ""
+    print(f"{what:<34} {rows:>9,} rows {step.seconds:7.1f} s {rows / step.seconds:>9,.0f} rows/s "
+          f"peak RSS {step.rss:6.0f} MiB  CPU {step.cpu * 1e6 / rows:5.1f} µs/row{ratio}  "
+          f"load {os.getloadavg()[0]:.2f}", flush=True)  # fmt: skip
 
 
 def main() -> None:
@@ -164,27 +175,27 @@ def main() -> None:
             write_csv(data, n)
             _fresh(project)
             _run(_digest(project, "db", "upgrade"), project)
-            seconds, rss = _run([sys.executable, __file__, "--minimal-loader", str(data),
-                                 str(project / "digest.db")], project)  # fmt: skip
-            _line("minimal loader (floor), CSV", n, seconds, rss)
+            floor = _run([sys.executable, __file__, "--minimal-loader", str(data),
+                          str(project / "digest.db")], project)  # fmt: skip
+            _line("minimal loader (floor), CSV", n, floor)
             _fresh(project)
-            seconds, rss = _run(_digest(project, "subscribers", "import", str(data)), project)
-            _line("digest subscribers import, CSV", n, seconds, rss)
-            seconds, rss = _run(_digest(project, "subscribers", "import", str(data)), project)
-            _line("  again (every row unchanged)", n, seconds, rss)
+            step = _run(_digest(project, "subscribers", "import", str(data)), project)
+            _line("digest subscribers import, CSV", n, step, floor)
+            step = _run(_digest(project, "subscribers", "import", str(data)), project)
+            _line("  again (every row unchanged)", n, step, floor)
             out = folder / "export.csv"
-            seconds, rss = _run(_digest(project, "subscribers", "export", "-o", str(out)), project)
-            _line("digest subscribers export, CSV", n, seconds, rss)
+            step = _run(_digest(project, "subscribers", "export", "-o", str(out)), project)
+            _line("digest subscribers export, CSV", n, step)
             if index == 0 and not args.no_yaml:
-                seconds, rss = _run(
+                step = _run(
                     _digest(project, "subscribers", "export", "--format", "yaml", "-o",
                             str(folder / "export.yaml")), project)  # fmt: skip
-                _line("digest subscribers export, YAML", n, seconds, rss)
+                _line("digest subscribers export, YAML", n, step)
                 yml = folder / f"list-{n}.yaml"
                 write_yaml(yml, n)
                 _fresh(project)
-                seconds, rss = _run(_digest(project, "subscribers", "import", str(yml)), project)
-                _line("digest subscribers import, YAML", n, seconds, rss)
+                step = _run(_digest(project, "subscribers", "import", str(yml)), project)
+                _line("digest subscribers import, YAML", n, step)
             data.unlink()
         print(f"machine at the end: load {'{:.2f} {:.2f} {:.2f}'.format(*os.getloadavg())}")
     finally:

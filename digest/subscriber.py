@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import NamedTuple
+from functools import partial
+from typing import Any, NamedTuple
 
 STATUSES = ("pending", "active", "unsubscribed", "bounced", "complained")
 # Statuses that mean "never send": only an explicit new opt-in may lift them.
@@ -80,3 +82,8 @@ class SubscriberRow(NamedTuple):
             consent_at=self.consent_at, consent_method=self.consent_method,
             consent_source=self.consent_source, consent_ip=self.consent_ip,
         )  # fmt: skip
+
+
+# A SubscriberRow from a tuple of its 12 values, built in C: an import makes one or two a
+# row, and the named tuple's own constructor (a Python function) costs three times more.
+as_row: Callable[[tuple[Any, ...]], SubscriberRow] = partial(tuple.__new__, SubscriberRow)

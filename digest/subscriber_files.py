@@ -10,7 +10,8 @@ one problem marked `broken`, at the line where it breaks: none of its rows count
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple, TextIO
 
@@ -45,6 +46,10 @@ class RawRow(NamedTuple):
     file: str
     line: int
     fields: dict[str, Any]
+
+
+# One a row, so built in C rather than by the named tuple's Python constructor.
+_raw_row: Callable[[tuple[str, int, dict[str, Any]]], RawRow] = partial(tuple.__new__, RawRow)
 
 
 class FileProblem(NamedTuple):
@@ -240,12 +245,12 @@ def _csv_rows(name: str, lines: TextIO) -> Iterator[RawRow | FileProblem]:
             # line_num is the last line read; a quoted cell can span lines, so the row
             # starts right after the previous row ended.
             start, end = end + 1, reader.line_num
-            if not "".join(cells).strip():
-                continue
+            if not (cells and cells[0].strip()) and not "".join(cells).strip():
+                continue  # blank (the first cell alone settles it for almost every row)
             if len(cells) > width:
                 yield FileProblem(name, start, f"{len(cells)} cells, the header has {width}")
             else:
-                yield RawRow(name, start, dict(zip(columns, cells, strict=False)))
+                yield _raw_row((name, start, dict(zip(columns, cells, strict=False))))
     except csv.Error as exc:
         yield FileProblem(name, reader.line_num or 1, f"invalid CSV: {exc}", True)
 
@@ -270,11 +275,12 @@ def export_fields(s: Subscriber) -> dict[str, str]:
 
 def write_csv(subscribers: Iterable[Subscriber], out: TextIO) -> int:
     """Write a header and one row per subscriber as they come; returns how many."""
-    writer = csv.DictWriter(out, fieldnames=ALL_COLUMNS, lineterminator="\n")
-    writer.writeheader()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(ALL_COLUMNS)
     count = 0
     for s in subscribers:
-        writer.writerow(export_fields(s))
+        fields = export_fields(s)
+        writer.writerow([fields[c] for c in ALL_COLUMNS])
         count += 1
     return count
 

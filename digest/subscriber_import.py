@@ -24,14 +24,15 @@ from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import IO, Any, NamedTuple, Protocol
 
 from digest.config import Config
 from digest.errors import SubscriberError
-from digest.subscriber import SUPPRESSED, Subscriber, SubscriberRow
+from digest.subscriber import SUPPRESSED, Subscriber, SubscriberRow, as_row
 from digest.subscriber_files import FileProblem, expand, read_rows
-from digest.subscribers import Consent, RowRules, check_row
+from digest.subscribers import Consent, RowRules, row_checker
 
 CHUNK = 2000  # rows looked up, merged and written per transaction
 KINDS = ("added", "updated", "unchanged", "kept", "invalid")
@@ -86,13 +87,13 @@ def import_subscribers(
     now: datetime,
     skip_invalid: bool = False,
     dry_run: bool = False,
-    on_row: Callable[[RowOutcome], None] | None = None,
+    on_rows: Callable[[Sequence[RowOutcome]], None] | None = None,
 ) -> ImportReport:
     """Add or update the subscribers listed in YAML/CSV files (a directory: every file in it).
 
     Nothing is written when a row is invalid, unless `skip_invalid`; then the valid rows
-    go in. `on_row` hears of every row as it is decided: invalid rows during the check,
-    the others chunk by chunk, each chunk after it was written.
+    go in. `on_rows` hears of every row as it is decided: each invalid row during the
+    check, the others a chunk at a time, each chunk after it was written.
     """
     given = list(paths)
     for raw in given:
@@ -103,10 +104,11 @@ def import_subscribers(
         raise SubscriberError(", ".join(map(str, given)), "no *.yaml, *.yml or *.csv files")
     counts = dict.fromkeys(KINDS, 0)
 
-    def tell(outcome: RowOutcome) -> None:
-        counts[outcome.kind] += 1
-        if on_row is not None:
-            on_row(outcome)
+    def tell(outcomes: Sequence[RowOutcome]) -> None:
+        for outcome in outcomes:
+            counts[outcome.kind] += 1
+        if on_rows is not None:
+            on_rows(outcomes)
 
     names = tuple(str(f) for f in files)
     with tempfile.TemporaryFile(prefix="digest-import-") as spool_file:
@@ -133,16 +135,18 @@ SpooledRow = tuple[int, int, SubscriberRow]  # file index, line, the checked row
 
 
 class _Spool:
-    """Checked rows in a temporary file, CHUNK at a time (pickled, zlib level 1: about
-    20 bytes a row), with the 64-bit hash of each address in a flat array."""
+    """Checked rows in a temporary file, CHUNK at a time (pickled as plain tuples, in
+    which pickle writes each shared value once; zlib level 1: about 20 bytes a row), with
+    the 64-bit hash of each address in a flat array."""
 
     def __init__(self, file: IO[bytes]) -> None:
         self._file = file
-        self._pending: list[SpooledRow] = []
+        self._pending: list[tuple[int, int, tuple[Any, ...]]] = []
         self.hashes = array("q")
 
     def add(self, file_index: int, line: int, row: SubscriberRow) -> None:
-        self._pending.append((file_index, line, row))
+        # A named tuple pickles through a Python call each way; a plain one does not.
+        self._pending.append((file_index, line, tuple(row)))
         self.hashes.append(hash(row.email))
         if len(self._pending) == CHUNK:
             self._flush()
@@ -160,10 +164,12 @@ class _Spool:
                 blob = pickle.load(self._file)
             except EOFError:
                 return
-            chunk: list[SpooledRow] = pickle.loads(zlib.decompress(blob))
+            plain: list[tuple[int, int, tuple[Any, ...]]] = pickle.loads(zlib.decompress(blob))
             if skip_files:
-                chunk = [r for r in chunk if r[0] not in skip_files]
-            yield chunk
+                plain = [r for r in plain if r[0] not in skip_files]
+            if plain:
+                indexes, lines, rows = zip(*plain, strict=True)
+                yield list(zip(indexes, lines, map(as_row, rows), strict=True))
 
 
 def _check(
@@ -171,29 +177,33 @@ def _check(
     rules: RowRules,
     now: datetime,
     spool: _Spool,
-    tell: Callable[[RowOutcome], None],
+    tell: Callable[[Sequence[RowOutcome]], None],
 ) -> frozenset[int]:
     """Check every row of every file into `spool`; the indexes of files that broke."""
     broken: set[int] = set()
     for index, path in enumerate(files):
-        consent = Consent(at=now, method="import", source=path.name)
+        check_row = row_checker(rules, Consent(at=now, method="import", source=path.name))
+        add = spool.add
         for item in read_rows(path):
             if isinstance(item, FileProblem):
-                tell(RowOutcome("invalid", item.file, item.line, note=item.reason))
+                tell([RowOutcome("invalid", item.file, item.line, note=item.reason)])
                 if item.broken:
                     broken.add(index)  # none of its rows count, as if it had none
                 continue
             try:
-                row = check_row(item.fields, rules, consent)
+                row = check_row(item.fields)
             except ValueError as exc:
-                tell(RowOutcome("invalid", item.file, item.line, note=str(exc)))
+                tell([RowOutcome("invalid", item.file, item.line, note=str(exc))])
                 continue
-            spool.add(index, item.line, row)
+            add(index, item.line, row)
     return frozenset(broken)
 
 
 def _repeated(
-    spool: _Spool, broken: frozenset[int], names: Sequence[str], tell: Callable[[RowOutcome], None]
+    spool: _Spool,
+    broken: frozenset[int],
+    names: Sequence[str],
+    tell: Callable[[Sequence[RowOutcome]], None],
 ) -> frozenset[tuple[int, int]]:
     """The rows (file index, line) whose address an earlier row already gave; each is
     reported naming both lines. Only addresses whose hash repeats are looked at again."""
@@ -209,8 +219,8 @@ def _repeated(
             seen = first.setdefault(row.email, (index, line))
             if seen != (index, line):
                 where = f"{names[seen[0]]}:{seen[1]} and {names[index]}:{line}"
-                tell(RowOutcome("invalid", names[index], line, row.email,
-                                f"{row.email} appears twice: {where}"))  # fmt: skip
+                tell([RowOutcome("invalid", names[index], line, row.email,
+                                 f"{row.email} appears twice: {where}")])  # fmt: skip
                 again.add((index, line))
     return frozenset(again)
 
@@ -232,9 +242,9 @@ def _merge_chunk(
     store: ImportStore,
     apply: bool,
     now: datetime,
-    tell: Callable[[RowOutcome], None],
+    tell: Callable[[Sequence[RowOutcome]], None],
 ) -> None:
-    existing = store.subscribers.get_many_by_email(r[2].email for r in rows)
+    existing = store.subscribers.get_many_by_email([r[2].email for r in rows])
     adds: list[SubscriberRow] = []
     changes: list[Subscriber] = []
     outcomes: list[RowOutcome] = []
@@ -242,7 +252,7 @@ def _merge_chunk(
         old = existing.get(row.email) if existing else None
         if old is None:
             adds.append(row)
-            outcomes.append(RowOutcome("added", names[index], line, row.email))
+            outcomes.append(_outcome(("added", names[index], line, row.email, "")))
             continue
         merged, kind = merge(old, row)
         if merged is not old:
@@ -251,8 +261,10 @@ def _merge_chunk(
         outcomes.append(RowOutcome(kind, names[index], line, row.email, note))
     if apply and (adds or changes):
         store.subscribers.write_import(adds, changes, now=now)
-    for outcome in outcomes:
-        tell(outcome)
+    tell(outcomes)
+
+
+_outcome = partial(tuple.__new__, RowOutcome)  # as `subscriber.as_row`: one a row, built in C
 
 
 def merge(old: Subscriber, row: SubscriberRow) -> tuple[Subscriber, str]:

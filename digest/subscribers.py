@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache, lru_cache
 from typing import Any, Protocol
 
-from email_validator import EmailNotValidError, validate_email
+from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 
 from digest.config import Config, check_timezone
 from digest.errors import NotFoundError, SubscriberError, UsageError
-from digest.subscriber import STATUSES, Subscriber, SubscriberRecord, SubscriberRow
+from digest.subscriber import STATUSES, Subscriber, SubscriberRecord, SubscriberRow, as_row
 
 FIELDS = (
     "email", "name", "topics", "digests", "timezone", "locale", "status",
@@ -32,7 +32,14 @@ _TOPIC_SEPARATORS = re.compile(r"[;|,]")
 _ATEXT = r"[A-Za-z0-9_!#$%&'*+\-/=?^`{|}~]+"
 _ASCII_LOCAL = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*\Z")
 _MAX_ADDRESS = 254  # octets, RFC 5321 (as email-validator counts)
+# A plain ASCII host name that email-validator takes as it is (lower-cased): labels of
+# letters, digits and inner hyphens, at most 63 long, at least two, the last ending in a
+# letter, and no "--" anywhere (which it reads as a would-be Punycode label, "xn--").
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_PLAIN_HOST = re.compile(rf"(?!.*--)(?:{_LABEL}\.)+(?:[A-Za-z0-9][A-Za-z0-9-]{{0,61}})?[A-Za-z]\Z")
+_MAX_DOMAIN = 253  # octets, as email-validator counts
 _CACHE = 4096  # distinct values remembered per check
+_DOMAINS = 65536  # domains remembered: a large list has many, and checking one costs ~0.3 ms
 
 
 class SubscriberOps(Protocol):
@@ -74,11 +81,18 @@ def normalize_email(value: Any) -> str:
     return validated.normalized.lower()
 
 
-@lru_cache(maxsize=_CACHE)
+@lru_cache(maxsize=_DOMAINS)
 def _domain(domain: str) -> tuple[str, int] | None:
     """A valid domain's normalized form and the octets its longest form takes (as given,
     normalized, or IDNA ASCII), or None: then the whole address goes through email-validator,
-    for its own answer and message (an @ in the domain lands here too)."""
+    for its own answer and message (an @ in the domain lands here too).
+
+    A plain ASCII host name is settled here, by email-validator's own rules for one (its
+    list of special-use names included); any other goes through email-validator."""
+    if len(domain) <= _MAX_DOMAIN and _PLAIN_HOST.match(domain):
+        lower = domain.lower()
+        if not any(lower == d or lower.endswith("." + d) for d in SPECIAL_USE_DOMAIN_NAMES):
+            return lower, len(domain)
     try:
         validated = validate_email(f"a@{domain}", check_deliverability=False)
     except EmailNotValidError:
@@ -202,42 +216,83 @@ class RowRules:
         )
 
 
+RowCheck = Callable[[Mapping[str, Any]], SubscriberRow]
+
+
+def row_checker(rules: RowRules, consent: Consent) -> RowCheck:
+    """`check_row` for the many rows of one list. Only the address and the name differ
+    from row to row in most lists: the other fields are checked once per distinct set of
+    values (by value and type), with the same answers, messages and order of checks as
+    checking each row from scratch."""
+
+    def lists(topics: Any, digests: Any) -> tuple[tuple[str, ...], tuple[str, ...], bool]:
+        return (check_topics(topics, rules.topics), check_digests(digests, rules.digests),
+                _text_or_value(digests))  # fmt: skip
+
+    def settings(zone: Any, locale: Any, status: Any) -> tuple[str, str, str, tuple[bool, ...]]:
+        zone_text = _text(zone, "timezone")
+        timezone = _zone(zone_text or rules.timezone)
+        locale_text = _text(locale, "locale")
+        locale_tag = _locale(locale_text or "en")
+        status_text = _text(status, "status")
+        status_key = check_status(status_text.lower() or "active")
+        given = (bool(zone_text), bool(locale_text), bool(status_text))
+        return timezone, locale_tag, status_key, given
+
+    def consent_of(
+        ip_value: Any, at_value: Any, method_value: Any, source_value: Any
+    ) -> tuple[datetime, str, str, str, tuple[bool, ...]]:
+        ip = _text(ip_value, "consent_ip")
+        if ip:
+            try:
+                ipaddress.ip_address(ip)
+            except ValueError:
+                raise ValueError(f"consent_ip: {ip!r} is not an IP address") from None
+        at = _consent_at(at_value)
+        method = _text(method_value, "consent_method")
+        source = _text(source_value, "consent_source")
+        given = (at is not None, bool(method), bool(source), bool(ip))
+        return at or consent.at, method or consent.method, source or consent.source, ip, given
+
+    cached_lists, cached_settings, cached_consent = (
+        lru_cache(maxsize=_CACHE, typed=True)(f) for f in (lists, settings, consent_of)
+    )
+
+    def check(fields: Mapping[str, Any]) -> SubscriberRow:
+        if not _FIELD_SET.issuperset(fields):
+            unknown = [k for k in fields if k not in _FIELD_SET]
+            raise ValueError(f"unknown field {unknown[0]!r} (valid: {', '.join(FIELDS)})")
+        get = fields.get
+        email = normalize_email(get("email"))
+        try:
+            topics, digests, digests_given = cached_lists(get("topics"), get("digests"))
+        except TypeError:  # a list (YAML) cannot be a cache key: check it as it is
+            topics, digests, digests_given = lists(get("topics"), get("digests"))
+        name = _text(get("name"), "name")
+        if len(name) > 200:
+            raise ValueError("name: longer than 200 characters")
+        given_settings = (get("timezone"), get("locale"), get("status"))
+        try:
+            timezone, locale, status, settings_given = cached_settings(*given_settings)
+        except TypeError:
+            timezone, locale, status, settings_given = settings(*given_settings)
+        given_consent = (get("consent_ip"), get("consent_at"), get("consent_method"),
+                         get("consent_source"))  # fmt: skip
+        try:
+            at, method, source, ip, consent_given = cached_consent(*given_consent)
+        except TypeError:
+            at, method, source, ip, consent_given = consent_of(*given_consent)
+        given = _given(bool(name), digests_given, settings_given, consent_given)
+        return as_row((email, name, topics, digests, timezone, locale, status, at, method,
+                       source, ip, given))  # fmt: skip
+
+    return check
+
+
 def check_row(fields: Mapping[str, Any], rules: RowRules, consent: Consent) -> SubscriberRow:
     """One row checked field by field, with `consent` where it gives none of its own;
-    ValueError says what is wrong."""
-    if not _FIELD_SET.issuperset(fields):
-        unknown = [k for k in fields if k not in _FIELD_SET]
-        raise ValueError(f"unknown field {unknown[0]!r} (valid: {', '.join(FIELDS)})")
-    get = fields.get
-    email = normalize_email(get("email"))
-    topics = check_topics(get("topics"), rules.topics)
-    digests = check_digests(get("digests"), rules.digests)
-    name = _text(get("name"), "name")
-    if len(name) > 200:
-        raise ValueError("name: longer than 200 characters")
-    zone = _text(get("timezone"), "timezone")
-    timezone = _zone(zone or rules.timezone)
-    locale_text = _text(get("locale"), "locale")
-    locale = _locale(locale_text or "en")
-    status_text = _text(get("status"), "status")
-    status = check_status(status_text.lower() or "active")
-    ip = _text(get("consent_ip"), "consent_ip")
-    if ip:
-        try:
-            ipaddress.ip_address(ip)
-        except ValueError:
-            raise ValueError(f"consent_ip: {ip!r} is not an IP address") from None
-    consent_at = _consent_at(get("consent_at"))
-    method = _text(get("consent_method"), "consent_method")
-    source = _text(get("consent_source"), "consent_source")
-    given = _given((
-        bool(name), _text_or_value(get("digests")), bool(zone), bool(locale_text),
-        bool(status_text), consent_at is not None, bool(method), bool(source), bool(ip),
-    ))  # fmt: skip
-    return SubscriberRow(
-        email, name, topics, digests, timezone, locale, status, consent_at or consent.at,
-        method or consent.method, source or consent.source, ip, given,
-    )  # fmt: skip
+    ValueError says what is wrong (for many rows, `row_checker`)."""
+    return row_checker(rules, consent)(fields)
 
 
 def validate_row(
@@ -254,7 +309,10 @@ _OPTIONAL = ("name", "digests", "timezone", "locale", "status", "consent_at",
 
 
 @cache  # at most 2**9 sets, one object each
-def _given(flags: tuple[bool, ...]) -> frozenset[str]:
+def _given(
+    name: bool, digests: bool, settings: tuple[bool, ...], consent: tuple[bool, ...]
+) -> frozenset[str]:
+    flags = (name, digests, *settings, *consent)
     return frozenset(("email", "topics", *(n for n, f in zip(_OPTIONAL, flags, strict=True) if f)))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -36,10 +37,12 @@ def _import(
 ) -> tuple[ImportReport, dict[str, list[RowOutcome]]]:
     """Import `paths`; the report, and the rows it told of, by kind."""
     rows: dict[str, list[RowOutcome]] = {}
-    report = import_subscribers(
-        config, store, paths, now=NOW, on_row=lambda r: rows.setdefault(r.kind, []).append(r),
-        **options,
-    )  # fmt: skip
+
+    def told(outcomes: Sequence[RowOutcome]) -> None:
+        for r in outcomes:
+            rows.setdefault(r.kind, []).append(r)
+
+    report = import_subscribers(config, store, paths, now=NOW, on_rows=told, **options)
     return report, rows
 
 
@@ -425,14 +428,16 @@ def test_a_long_list_is_written_a_chunk_per_transaction_as_it_goes(
     sizes = _writes(store)
     stored_when_told: list[int] = []
 
-    def told(row: RowOutcome) -> None:
-        if row.line in (2, 52, 121):  # the first row of each chunk
-            stored_when_told.append(store.subscribers.count())
+    def told(rows: Sequence[RowOutcome]) -> None:
+        stored_when_told.append(store.subscribers.count())
+        firsts.append(rows[0].line)
 
-    report = import_subscribers(config, store, [path], now=NOW, on_row=told)
+    firsts: list[int] = []
+    report = import_subscribers(config, store, [path], now=NOW, on_rows=told)
 
     assert sizes == [50, 50, 20]  # one INSERT, one transaction, per chunk
     assert stored_when_told == [50, 100, 120]  # each chunk is told of once it is written
+    assert firsts == [2, 52, 102]
     assert (report.added, report.invalid, report.applied) == (120, 0, True)
     r119 = store.subscribers.get_by_email("reader119@example.org")
     assert r119 is not None and r119.topics == ("tech", "health") and r119.consent_at == NOW
@@ -506,7 +511,7 @@ def test_memory_does_not_grow_with_the_list(
         path = _write(tmp_path, f"{name}.csv", "email,name,topics\n" + rows)
         tracemalloc.start()
         try:
-            import_subscribers(config, store, [path], now=NOW, on_row=lambda _row: None)
+            import_subscribers(config, store, [path], now=NOW, on_rows=lambda _rows: None)
             return tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()
@@ -541,3 +546,71 @@ def test_the_quick_address_check_agrees_with_email_validator(address: str) -> No
             normalize_email(address)
         return
     assert normalize_email(address) == expected
+
+
+def _address_corpus() -> list[str]:
+    """Local parts and domains that sit on either side of a rule, crossed, plus lengths at
+    the limits: what a quick check could get wrong."""
+    locals_ = [
+        "a",
+        "Ana.Lima",
+        "o'brien+news",
+        "user_name",
+        "a-b",
+        "#!$%&'*+-/=?^_`{|}~",
+        "a..b",
+        ".a",
+        "a.",
+        "x" * 64,
+        "x" * 65,
+        "ünï",
+        '"q"',
+        "a b",
+        "",
+        "a(b)",
+    ]
+    domains = [
+        "example.com", "EXAMPLE.COM", "Example.Co.Uk", "b.co", "a.b-c.de", "123.com",
+        "localhost", "example", "test", "example..com", "-example.com", "example-.com",
+        "ex-ample.com", "ex--ample.com", "ab--cd.com", "xn--bcher-kva.example",
+        "xn--abc.com", "XN--BCHER-KVA.example", "bücher.example", "münchen.de",
+        "sub_domain.example.com", "example.123", "example.c1", "example.1c", "example.c",
+        "example.co-m", "example.-com", "example.com-", "1.2.3.4", "[192.0.2.1]",
+        "b" * 63 + ".com", "b" * 64 + ".com", "a." + "c" * 63, "a." + "c" * 64,
+        ".".join(["d" * 63] * 3) + "." + "e" * 61, ".".join(["d" * 63] * 3) + "." + "e" * 62,
+        "example.invalid", "x.local", "x.onion", "x.arpa", "x.test", "x.localhost",
+        "EXAMPLE.INVALID", "invalid.example.com", "x.example", "example.com.", ".example.com",
+        "exa mple.com", "ex@mple.com", "ex%ample.com", "example.com:25", "ﬁ.com",
+        "ＥＸＡＭＰＬＥ.com", "example.com\u200b", "xn--ls8h.la", "a.b.c.d.e.f.g.h.io",
+    ]  # fmt: skip
+    corpus = [f"{local}@{domain}" for local in locals_ for domain in domains]
+    long_domain = ".".join(["d" * 60] * 3) + ".org"  # 187 octets
+    corpus += ["x" * n + "@" + long_domain for n in (60, 65, 66, 67, 70)]  # total 254 at 66
+    return corpus + ["@example.com", "a@", "a@@example.com", "a@b@example.com", "Ana <a@b.co>"]
+
+
+def test_the_quick_address_check_agrees_with_email_validator_on_a_corpus() -> None:
+    """Every address of the corpus gets email-validator's answer: the same address stored,
+    or the same reason for refusing it."""
+    from email_validator import EmailNotValidError, validate_email
+
+    from digest.subscribers import normalize_email
+
+    corpus = _address_corpus()
+    disagree: list[str] = []
+    accepted = 0
+    for address in corpus:
+        try:
+            expected = validate_email(address, check_deliverability=False).normalized.lower()
+        except EmailNotValidError as exc:
+            expected = f"invalid address {address!r}: {exc}"
+        else:
+            accepted += 1
+        try:
+            got = normalize_email(address)
+        except ValueError as exc:
+            got = str(exc)
+        if got != expected:
+            disagree.append(f"{address!r}: {got!r} != {expected!r}")
+    assert disagree == []
+    assert len(corpus) > 900 and 150 < accepted < len(corpus) - 150  # both sides are tried

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
@@ -19,6 +19,7 @@ from digest.subscriber_import import RowOutcome, import_subscribers
 from digest.subscribers import add_subscriber, find_subscriber, remove_subscriber
 
 _status = click.Choice(STATUSES)
+_LABELS = {"added": "added      ", "updated": "updated    ", "kept": ""}  # rows an import lists
 
 
 @click.group("subscribers")
@@ -46,19 +47,21 @@ def import_(
     """
     out, err = sys.stdout, sys.stderr
 
-    def show(row: RowOutcome) -> None:
+    def show(rows: Sequence[RowOutcome]) -> None:
         # Rows are printed as they are decided (invalid ones during the check, the others
-        # after their chunk was written): a million-row import holds none of them.
-        if row.kind == "invalid":
-            err.write(f"invalid    {row.file}:{row.line}: {row.note}\n")
-        elif row.kind == "kept":
-            out.write(f"kept       {row.file}:{row.line}  {row.email}  (kept {row.note})\n")
-        elif row.kind != "unchanged":
-            out.write(f"{row.kind:<10} {row.file}:{row.line}  {row.email}\n")
+        # a chunk at a time, after their chunk was written): a large import holds none.
+        for row in rows:
+            if row.kind == "invalid":
+                err.write(f"invalid    {row.file}:{row.line}: {row.note}\n")
+        out.write("".join([
+            f"kept       {r.file}:{r.line}  {r.email}  (kept {r.note})\n" if r.kind == "kept"
+            else f"{_LABELS[r.kind]}{r.file}:{r.line}  {r.email}\n"
+            for r in rows if r.kind in _LABELS
+        ]))  # fmt: skip
 
     report = import_subscribers(
         env.config, env.store, paths, now=env.now(), skip_invalid=skip_invalid,
-        dry_run=dry_run, on_row=show,
+        dry_run=dry_run, on_rows=show,
     )  # fmt: skip
     verb = "imported" if report.applied else "would import (nothing changed)"
     click.echo(
