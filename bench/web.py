@@ -7,7 +7,7 @@ providers do), each to a different subscriber, and prints req/s, p50/p99 latency
 server's CPU time per POST and the load average (the machine is shared: latency moves
 with the load, CPU per POST much less). The same run measures waitress's own defaults
 (4 threads, 100 connections) as the reference, then digest's defaults, then other
-`web.threads` x `web.connection_limit` settings.
+`web.threads` x `web.connection_limit` settings, then `web.processes` (default: 2).
 
     python bench/web.py
     python bench/web.py --threads 2 8 --limits 32 100 --rounds 10
@@ -50,11 +50,12 @@ BODY = b"List-Unsubscribe=One-Click"
 TIMEOUT = 60.0  # seconds for any one request, and for the server to start or stop
 
 
-def _project(folder: Path, threads: int, connection_limit: int) -> Path:
+def _project(folder: Path, threads: int, connection_limit: int, processes: int = 1) -> Path:
     text = (ROOT / "digest.yaml").read_text(encoding="utf-8")
     text = re.sub(r"(?m)^store: .*$", "store: sqlite:///digest.db", text)
     text = re.sub(r"(?m)^web:\n", "", text)
-    text += f"\nweb:\n  threads: {threads}\n  connection_limit: {connection_limit}\n"
+    text += (f"\nweb:\n  threads: {threads}\n  connection_limit: {connection_limit}\n"
+             f"  processes: {processes}\n")  # fmt: skip
     (folder / "digest.yaml").write_text(text, encoding="utf-8")
     return folder / "digest.yaml"
 
@@ -142,10 +143,21 @@ def _percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] if ordered else 0.0
 
 
-def _measure(label: str, threads: int, limit: int, rounds: int, subscribers: int) -> None:
+def _cpu(server: psutil.Process) -> float:
+    """CPU seconds of the server and of the processes it forked."""
+    total = 0.0
+    for proc in [server, *server.children(recursive=True)]:
+        times = proc.cpu_times()
+        total += times.user + times.system
+    return total
+
+
+def _measure(
+    label: str, threads: int, limit: int, rounds: int, subscribers: int, processes: int = 1
+) -> None:
     folder = Path(tempfile.mkdtemp(prefix="digest-bench-web-"))
     try:
-        config_path = _project(folder, threads, limit)
+        config_path = _project(folder, threads, limit, processes)
         ids = _fill(config_path, subscribers)
         tokens = [make_token(SECRET, "unsubscribe", i, e="weekly/2026-W48") for i in ids]
         tokens = tokens[: rounds * CONCURRENCY]
@@ -153,9 +165,9 @@ def _measure(label: str, threads: int, limit: int, rounds: int, subscribers: int
         try:
             port = int(base.rsplit(":", 1)[1])
             server = psutil.Process(proc.pid)
-            before = server.cpu_times()
+            before = _cpu(server)
             latencies, failed, seconds = asyncio.run(_rounds(port, tokens))
-            after = server.cpu_times()
+            after = _cpu(server)
         finally:
             proc.terminate()
             try:
@@ -163,7 +175,7 @@ def _measure(label: str, threads: int, limit: int, rounds: int, subscribers: int
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=TIMEOUT)
-        cpu = after.user + after.system - before.user - before.system
+        cpu = after - before
         store = open_store(load_config(config_path).store_url)
         unsubscribed = store.subscribers.count(status="unsubscribed")
         store.close()
@@ -182,6 +194,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="*", default=[], help="other web.threads")
     parser.add_argument(
         "--limits", type=int, nargs="*", default=[], help="other web.connection_limit"
+    )
+    parser.add_argument(
+        "--processes", type=int, nargs="*", default=[2], help="web.processes to add (default 2)"
     )
     parser.add_argument("--rounds", type=int, default=5, help="bursts of 200 POSTs each")
     parser.add_argument("--subscribers", type=int, default=20_000)
@@ -208,6 +223,13 @@ def main() -> None:
             args.rounds,
             args.subscribers,
         )
+    for processes in args.processes:
+        if processes > 1:
+            _measure(
+                f"web.processes {processes} (threads {default.threads} each)",
+                default.threads, default.connection_limit, args.rounds, args.subscribers,
+                processes,
+            )  # fmt: skip
     print(f"machine at the end: load {'{:.2f} {:.2f} {:.2f}'.format(*os.getloadavg())}")
 
 

@@ -427,6 +427,13 @@ class Web(_Model):
     threads: int = Field(
         4, ge=1, le=256, description="Worker threads of `digest serve` (waitress)."
     )
+    processes: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Processes of `digest serve` sharing its port, each with `threads` "
+        "threads (one per core lets a burst use every core).",
+    )
     connection_limit: int = Field(
         1000, ge=1, description="Open connections `digest serve` accepts at once (waitress: 100)."
     )

@@ -11,10 +11,12 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from conftest import SECRET
 from itsdangerous import URLSafeSerializer
@@ -33,11 +35,11 @@ NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 ONE_CLICK = b"List-Unsubscribe=One-Click"
 
 
-@pytest.fixture
-def serve(project: Path, store: Store) -> Iterator[int]:
-    """`digest serve` on a free loopback port, on the project's store; its port."""
+@contextmanager
+def serving(project: Path, processes: int = 1) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """`digest serve` on a free loopback port, on the project's store: (port, process)."""
     config = project / "digest.yaml"
-    config.write_text(config.read_text() + "\nweb:\n  threads: 4\n")
+    config.write_text(config.read_text() + f"\nweb:\n  threads: 4\n  processes: {processes}\n")
     log = project / "serve.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -51,7 +53,7 @@ def serve(project: Path, store: Store) -> Iterator[int]:
             time.sleep(0.05)
             found = re.search(r"http://127\.0\.0\.1:(\d+)", log.read_text(errors="replace"))
         assert found, log.read_text(errors="replace")
-        yield int(found.group(1))
+        yield int(found.group(1)), proc
     finally:
         proc.terminate()
         try:
@@ -59,6 +61,12 @@ def serve(project: Path, store: Store) -> Iterator[int]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+
+
+@pytest.fixture
+def serve(project: Path, store: Store) -> Iterator[int]:
+    with serving(project) as (port, _proc):
+        yield port
 
 
 def post(port: int, path: str, body: bytes = ONE_CLICK) -> bytes:
@@ -137,6 +145,34 @@ def test_fifty_concurrent_one_click_posts_each_unsubscribe_their_reader_once(
         assert (status, reason) == ("unsubscribed", "one-click")
         assert updated > NOW  # the server's clock, not the fixture's
     assert consent_records(store) == before  # an unsubscribe adds no consent record
+
+
+def test_two_serving_processes_share_the_port_and_stop_together(
+    project: Path, store: Store
+) -> None:
+    """With web.processes 2, `digest serve` forks two processes that accept on its one port;
+    every POST unsubscribes its reader, and a SIGTERM to `digest serve` stops them all."""
+    readers_ = readers(store, 40)
+    with serving(project, processes=2) as (port, proc):
+        children = psutil.Process(proc.pid).children()
+        assert len(children) == 2
+        answers: list[bytes] = []
+        start = threading.Barrier(40)
+
+        def click(reader: Subscriber) -> None:
+            start.wait(30)
+            answers.append(post(port, f"/u/{make_token(SECRET, 'unsubscribe', reader.id or 0)}"))
+
+        threads = [threading.Thread(target=click, args=(r,)) for r in readers_]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    assert len(answers) == 40 and all(a.startswith(b"HTTP/1.1 200 OK\r\n") for a in answers)
+    assert {status for status, _reason, _at in rows(store).values()} == {"unsubscribed"}
+    assert proc.returncode == 0
+    for child in children:
+        assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
 
 
 def test_a_repeated_one_click_answers_200_and_keeps_the_first_change(

@@ -22,37 +22,68 @@ from digest.cli import Env, pass_env
     help="Worker threads; default web.threads in digest.yaml (4).",
 )
 @click.option(
+    "--processes",
+    type=click.IntRange(1, 64),
+    help="Processes sharing the port; default web.processes in digest.yaml (1).",
+)
+@click.option(
     "--debug",
     "debug_server",
     is_flag=True,
     help="Use Flask's development server with its debugger (never in production).",
 )
 @pass_env
-def serve(env: Env, host: str, port: int, threads: int | None, debug_server: bool) -> None:
+def serve(
+    env: Env,
+    host: str,
+    port: int,
+    threads: int | None,
+    processes: int | None,
+    debug_server: bool,
+) -> None:
     """Serve unsubscribe, preference and signup pages and the SendGrid webhook.
+
+    With several processes, each accepts on the same port with its own threads, so a
+    burst of one-click POSTs uses every core.
 
     \b
     Example:
       digest serve --host 0.0.0.0 --port 8080 --threads 16
+      digest serve --processes 2        # on a 2-core machine
     """
     from digest.web import create_app
-    from digest.web.server import make_server
+    from digest.web.server import listen, make_server, run_processes
 
     app = create_app(env.config, env.store, now=env.now)
     if debug_server:
         app.run(host=host, port=port, debug=True, use_reloader=False)
         return
     count = threads or env.config.web.threads
-    server = make_server(app, env.config.web, host=host, port=port, threads=count)
-    click.echo(
-        f"serving {env.config.site.name} on http://{host}:{server.effective_port} ({count} threads)"
-    )
-    try:
-        server.run()
-    except KeyboardInterrupt:
-        click.echo("stopped")
-    finally:
-        server.close()
+    forks = processes or env.config.web.processes
+    listener = listen(host, port)
+    bound = listener.getsockname()[1]
+    settings = env.config.web
+
+    def run() -> None:
+        env.store.engine.dispose(close=False)  # a forked process opens its own connections
+        server = make_server(app, settings, listener=listener, threads=count)
+        try:
+            server.run()
+        finally:
+            server.close()
+
+    shape = f"{count} threads" if forks == 1 else f"{forks} processes of {count} threads"
+    click.echo(f"serving {env.config.site.name} on http://{host}:{bound} ({shape})")
+    if forks == 1:
+        try:
+            run()
+        except KeyboardInterrupt:
+            click.echo("stopped")
+        return
+    status = run_processes(forks, run)
+    click.echo("stopped" if status == 0 else f"stopped (a serving process exited {status})")
+    if status:
+        raise SystemExit(1)
 
 
 COMMANDS: list[click.Command] = [serve]

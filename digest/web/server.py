@@ -14,7 +14,11 @@ Two things waitress does by default cost a burst most of its CPU on a small mach
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import signal
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -60,12 +64,56 @@ class EveryFew(logging.Filter):
         return True
 
 
-def make_server(app: Any, settings: Web, *, host: str, port: int, threads: int) -> Any:
-    """A waitress server for `app` (not yet running), with `settings`' connection limit."""
+def make_server(app: Any, settings: Web, *, listener: socket.socket, threads: int) -> Any:
+    """A waitress server for `app` (not yet running) on `listener`, with `settings`'
+    connection limit."""
     for name in ("waitress", "waitress.queue"):
         logging.getLogger(name).addFilter(EveryFew(10.0))
     server = create_server(
-        app, host=host, port=port, threads=threads, connection_limit=settings.connection_limit
+        app, sockets=[listener], threads=threads, connection_limit=settings.connection_limit
     )
     server.channel_class = BurstChannel
     return server
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The bound, listening socket every serving process accepts on (port 0: a free one)."""
+    return socket.create_server((host, port), backlog=1024)
+
+
+def run_processes(count: int, run: Callable[[], None]) -> int:
+    """Run `run` in `count` forked processes (each accepting on the socket they inherit,
+    so the kernel spreads connections over them, and each with a GIL of its own) until
+    SIGTERM or Ctrl-C, which is passed on to them; returns the worst exit status.
+
+    A process that dies is not restarted: the others keep serving, and the status says so.
+    """
+    children: list[int] = []
+    for _ in range(count):
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child's coverage is not collected
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent passes Ctrl-C on
+            code = 0
+            try:
+                run()
+            except BaseException:  # noqa: BLE001 - any end of a serving child is its exit
+                code = 1
+            os._exit(code)
+        children.append(pid)
+
+    def stop(signum: int, _frame: Any) -> None:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    worst = 0
+    try:
+        for pid in children:
+            _pid, status = os.waitpid(pid, 0)
+            code = os.waitstatus_to_exitcode(status)
+            worst = max(worst, 0 if code == -signal.SIGTERM else abs(code))
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return worst
