@@ -64,6 +64,19 @@ def serve(
     bound = listener.getsockname()[1]
     settings = env.config.web
 
+    shape = f"{count} threads" if forks == 1 else f"{forks} processes of {count} threads"
+    ready = f"serving {env.config.site.name} on http://{host}:{bound} ({shape})"
+    if forks == 1:
+        server = make_server(app, settings, listener=listener, threads=count)
+        click.echo(ready)  # once its threads run
+        try:
+            server.run()
+        except KeyboardInterrupt:
+            click.echo("stopped")
+        finally:
+            server.close()
+        return
+
     def run() -> None:
         env.store.engine.dispose(close=False)  # a forked process opens its own connections
         server = make_server(app, settings, listener=listener, threads=count)
@@ -72,14 +85,7 @@ def serve(
         finally:
             server.close()
 
-    shape = f"{count} threads" if forks == 1 else f"{forks} processes of {count} threads"
-    click.echo(f"serving {env.config.site.name} on http://{host}:{bound} ({shape})")
-    if forks == 1:
-        try:
-            run()
-        except KeyboardInterrupt:
-            click.echo("stopped")
-        return
+    click.echo(ready)
     status = run_processes(forks, run)
     click.echo("stopped" if status == 0 else f"stopped (a serving process exited {status})")
     if status:
