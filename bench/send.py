@@ -8,10 +8,10 @@ in a fresh process of its own (so its peak RSS is its own):
 - **digest**: `send_edition` through the real SendGrid transport: render every content,
   plan the audience, stamp each zone's moment, then claim → send → record every batch,
   `delivery.in_flight` requests at once;
-- **floor**: a minimal sender doing the same job with nothing else: one pass planning the
-  same rows (content keys and variants computed the same way), then per batch of 1,000 the
-  same two ledger moves (sending, then sent), the same signed links and one orjson body
-  posted with http.client, one request in flight.
+- **floor**: in a copy of the same store, a minimal sender doing the same job with nothing
+  else: one pass planning the same rows (content keys and variants computed the same
+  way), then per batch of 1,000 the same two ledger moves (sending, then sent), the same
+  signed links and one orjson body posted with http.client, one request in flight.
 
 The fake SendGrid runs in its own process too, keeps no request body, and validates one
 request in 50 against the Mail Send schema. Filling the audience is not counted. Prints
@@ -29,10 +29,12 @@ at each size: PostgreSQL with 1 and 2 `digest worker` processes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing as mp
 import os
 import resource
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -58,7 +60,7 @@ from fixtures import (  # noqa: E402
 from machine import describe  # noqa: E402
 
 VARIANTS = ("A", "B")
-FLOOR_PERIOD = "2026-W47"  # the floor plans the same audience under this edition
+FLOOR_PERIOD = "2026-W47"  # the floor's edition (in its own copy of the store)
 
 
 def _in_child(target: Any, *args: Any) -> dict[str, Any]:
@@ -104,6 +106,7 @@ def _project(folder: Path, url: str, in_flight: int) -> Path:
         "test_share": 1.0,
         "wait": "4h",
     }
+    folder.mkdir(parents=True, exist_ok=True)
     path = folder / "digest.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
@@ -272,12 +275,18 @@ def _floor(conn: Connection, config_path: Path, url: str, api_key: str) -> None:
 def _size(n: int, fake: FakeProcess, args: argparse.Namespace) -> None:
     folder = Path(tempfile.mkdtemp(prefix="digest-bench-"))
     try:
-        config_path = _project(folder, fake.url, args.in_flight)
+        config_path = _project(folder / "digest", fake.url, args.in_flight)
+        floor_path = _project(folder / "floor", fake.url, args.in_flight)
         fill = _in_child(_audience, config_path, n)
+        # the floor gets a copy of the same store, so neither works beside the other's rows
+        store = config_path.parent / "digest.db"
+        with contextlib.closing(sqlite3.connect(store)) as db:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        shutil.copyfile(store, floor_path.parent / "digest.db")
         got0, requests0 = fake.count()[:2]
         mine = _in_child(_digest, config_path, args.profile)
         got1, requests1, fake_rss, _cpu = fake.count()
-        floor = _in_child(_floor, config_path, fake.url, fake.api_key)
+        floor = _in_child(_floor, floor_path, fake.url, fake.api_key)
         got2, requests2 = fake.count()[:2]
     finally:
         shutil.rmtree(folder, ignore_errors=True)
