@@ -1,8 +1,9 @@
 """The delivery ledger: one row per (edition, subscriber), moved claim → send → record.
 
-Implements `send.Ledger`. Every operation is a handful of set-based statements (bulk
-INSERT … ON CONFLICT DO NOTHING, UPDATE … WHERE id IN (…), executemany), so the cost per
-recipient stays flat and the audience is streamed in chunks, never held in memory.
+Implements `send.Ledger` (planning lives in digest.store.planning). Every operation is a
+handful of set-based statements (UPDATE … WHERE id IN (…) with the ids as one parameter,
+executemany), so the cost per recipient stays flat and rows are read in batches, never
+held in memory.
 """
 
 from __future__ import annotations

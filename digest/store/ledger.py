@@ -43,6 +43,8 @@ ONE_PARAMETER = 1000  # ids per statement when they travel as one parameter (a w
 
 
 class LedgerBase:
+    """The engine, the dialect's one-parameter id list, and the one way to write."""
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._postgres = engine.dialect.name == "postgresql"

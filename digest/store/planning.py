@@ -39,6 +39,8 @@ Planned = tuple[int, str, str, str, str, str | None]
 
 
 class Planning(LedgerBase):
+    """The ledger's planning half (digest.store.deliveries.DeliveryStore is the other)."""
+
     def plan(
         self,
         edition_key: str,
@@ -54,9 +56,9 @@ class Planning(LedgerBase):
         subscribers who chose that digest are planned (no choice means the first digest).
         With `moment(zone)`, each row gets the moment of its subscriber's time zone.
 
-        Each chunk is one executemany sorted by content key, so the rows a send batch
-        claims together sit side by side in the table: claiming and recording a
-        batch then touches a few dozen pages, not one page per row.
+        Each chunk is one INSERT … SELECT sorted by content key, so the rows a send batch
+        claims together sit side by side in the table: claiming and recording a batch
+        then touches a few dozen pages, not one page per row.
         """
         s = subscribers.c
         planned = select(_d.id).where(_d.edition_key == edition_key, _d.subscriber_id == s.id)
