@@ -18,7 +18,7 @@ from sqlalchemy import Connection, Select, and_, bindparam, func, or_, select, u
 
 from digest.editions import Edition
 from digest.errors import UsageError
-from digest.store.ledger import ONE_PARAMETER, PENDING, chunks
+from digest.store.ledger import PENDING, chunks
 from digest.store.locks import edition_lock
 from digest.store.planning import Planning
 from digest.store.schema import changed, deliveries, editions, provider_holds, subscribers
@@ -126,7 +126,7 @@ class DeliveryStore(Planning):
         found: list[LedgerRow] = []
         query = self._rows().where(self._in_ids, PENDING, _d.edition_key == edition_key)
         with self.engine.connect() as conn:
-            for chunk in chunks(sorted(ids), ONE_PARAMETER):
+            for chunk in chunks(sorted(ids)):
                 rows = conn.execute(query.order_by(_d.id), self._ids(chunk))
                 found.extend(LedgerRow._make(r) for r in rows)
         return found
@@ -158,7 +158,7 @@ class DeliveryStore(Planning):
         def work(conn: Connection) -> tuple[set[int], int]:
             claimed: set[int] = set()
             gone = 0
-            for chunk in chunks(list(ids), ONE_PARAMETER):
+            for chunk in chunks(list(ids)):
                 # by primary key only: naming the edition too would let SQLite pick the
                 # index of pending rows and scan every pending row of the edition
                 mine = and_(self._in_ids, PENDING)
@@ -245,7 +245,7 @@ class DeliveryStore(Planning):
                     )
                 else:
                     values.update(state="failed", last_error=value, sent_at=None)
-                for chunk in chunks(ids, ONE_PARAMETER):
+                for chunk in chunks(ids):
                     stmt = update(deliveries).where(self._in_ids).values(**values)
                     conn.execute(stmt, self._ids(chunk))
 
@@ -257,7 +257,7 @@ class DeliveryStore(Planning):
 
         def work(conn: Connection) -> int:
             moved = 0
-            for chunk in chunks(list(ids), ONE_PARAMETER):
+            for chunk in chunks(list(ids)):
                 stmt = (
                     update(deliveries)
                     .where(self._in_ids, _d.state == "sending")

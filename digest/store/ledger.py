@@ -77,7 +77,7 @@ class LedgerBase:
         raise DigestError(f"store: the delivery ledger does not support {dialect!r}")
 
 
-def chunks(ids: list[int], size: int = 900) -> Iterator[list[int]]:
-    """Id lists short enough for any database's limit on bound parameters."""
-    for start in range(0, len(ids), size):
-        yield ids[start : start + size]
+def chunks(ids: list[int]) -> Iterator[list[int]]:
+    """The ids in lists of at most ONE_PARAMETER, each bound as a statement's one parameter."""
+    for start in range(0, len(ids), ONE_PARAMETER):
+        yield ids[start : start + ONE_PARAMETER]
