@@ -85,8 +85,7 @@ def serve(
         finally:
             server.close()
 
-    click.echo(ready)
-    status = run_processes(forks, run)
+    status = run_processes(forks, run, started=lambda: click.echo(ready))
     click.echo("stopped" if status == 0 else f"stopped (a serving process exited {status})")
     if status:
         raise SystemExit(1)

@@ -81,10 +81,11 @@ def listen(host: str, port: int) -> socket.socket:
     return socket.create_server((host, port), backlog=1024)
 
 
-def run_processes(count: int, run: Callable[[], None]) -> int:
+def run_processes(count: int, run: Callable[[], None], started: Callable[[], None]) -> int:
     """Run `run` in `count` forked processes (each accepting on the socket they inherit,
     so the kernel spreads connections over them, and each with a GIL of its own) until
     SIGTERM or Ctrl-C, which is passed on to them; returns the worst exit status.
+    `started` is called once every process is forked.
 
     A process that dies is not restarted: the others keep serving, and the status says so.
     """
@@ -100,6 +101,7 @@ def run_processes(count: int, run: Callable[[], None]) -> int:
                 code = 1
             os._exit(code)
         children.append(pid)
+    started()
 
     def stop(signum: int, _frame: Any) -> None:
         for pid in children:
