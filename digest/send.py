@@ -34,6 +34,7 @@ from typing import Any, Protocol
 
 from digest import compose
 from digest.batch import claim, reconcile, settle
+from digest.bulk import bulk_gc
 from digest.cancel import Scheduler, Withdrawer
 from digest.compose import ContentCache, Renderer, Row
 from digest.config import Config
@@ -234,7 +235,7 @@ def send_edition(
     options = options or SendOptions(batch_size=config.delivery.batch_size)
     check_options(options, transport, now())
     check_sendable(edition, config.digest(edition.digest))
-    with ledger.holding(edition):
+    with ledger.holding(edition), bulk_gc():
         run = open_run(
             edition, config=config, ledger=ledger, transport=transport, secret=secret,
             now=now, options=options, render=render, sleep=sleep, rng=rng,

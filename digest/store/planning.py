@@ -8,7 +8,6 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-import orjson
 from sqlalchemy import (
     Connection,
     DateTime,
@@ -37,6 +36,13 @@ _d = deliveries.c
 # A row to plan: subscriber id, email, name, content key, variant, moment (stored form) or None
 Planned = tuple[int, str, str, str, str, str | None]
 
+# SQLite plans a chunk in one executemany of plain tuples, bound by the driver in C
+_SQLITE_PLAN = (
+    "INSERT INTO deliveries (edition_key, subscriber_id, email, name, content_key, variant, "
+    "send_after, created_at, updated_at, state, attempts) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?8, ?8, 'pending', 0) ON CONFLICT DO NOTHING"
+)
+
 
 class Planning(LedgerBase):
     """The ledger's planning half (digest.store.deliveries.DeliveryStore is the other)."""
@@ -56,7 +62,7 @@ class Planning(LedgerBase):
         subscribers who chose that digest are planned (no choice means the first digest).
         With `moment(zone)`, each row gets the moment of its subscriber's time zone.
 
-        Each chunk is one INSERT … SELECT sorted by content key, so the rows a send batch
+        Each chunk is written in one statement, sorted by content key, so the rows a send batch
         claims together sit side by side in the table: claiming and recording a batch
         then touches a few dozen pages, not one page per row.
         """
@@ -108,10 +114,13 @@ class Planning(LedgerBase):
             planned.sort(key=_by_content)  # a content key's rows side by side, by id
             if not planned:
                 return 0, rows[-1][0]
+            if not self._postgres:
+                at_now = stamp(now)
+                values = [(edition_key, *row, at_now) for row in planned]
+                return conn.exec_driver_sql(_SQLITE_PLAN, values).rowcount, rows[-1][0]
             insert = self._insert_planned(edition_key, planned, now)
-            if self._postgres:  # rowcount there is -1 for ON CONFLICT DO NOTHING
-                return changed(conn, insert, _d.id), rows[-1][0]
-            return conn.execute(insert).rowcount, rows[-1][0]
+            # counted from RETURNING: rowcount there is -1 for ON CONFLICT DO NOTHING
+            return changed(conn, insert, _d.id), rows[-1][0]
 
         last: int | None = 0
         total = 0
@@ -172,39 +181,27 @@ class Planning(LedgerBase):
         return self._write("stamp send moments", work)
 
     def _insert_planned(self, edition_key: str, planned: list[Planned], now: datetime) -> Any:
-        """INSERT … SELECT of the Planned rows, which travel as one parameter (a JSON array
-        on SQLite, arrays on PostgreSQL): one statement for a whole chunk, with no per-row
-        parameter handling."""
-        fields: list[Any]
-        if self._postgres:
-            sids, emails, names, keys, variants, ats = (list(c) for c in zip(*planned, strict=True))
-            source = (
-                func.unnest(
-                    bindparam("sids", sids, type_=ARRAY(Integer)),
-                    bindparam("emails", emails, type_=ARRAY(Text)),
-                    bindparam("names", names, type_=ARRAY(Text)),
-                    bindparam("keys", keys, type_=ARRAY(Text)),
-                    bindparam("variants", variants, type_=ARRAY(Text)),
-                    bindparam("ats", ats, type_=ARRAY(Text)),
-                )
-                .table_valued("sid", "email", "name", "key", "variant", "at")
-                .render_derived()
+        """PostgreSQL: INSERT … SELECT FROM unnest(…) of the Planned rows, which travel as
+        one array per column: one statement for a whole chunk, no per-row parameters."""
+        sids, emails, names, keys, variants, ats = (list(c) for c in zip(*planned, strict=True))
+        source = (
+            func.unnest(
+                bindparam("sids", sids, type_=ARRAY(Integer)),
+                bindparam("emails", emails, type_=ARRAY(Text)),
+                bindparam("names", names, type_=ARRAY(Text)),
+                bindparam("keys", keys, type_=ARRAY(Text)),
+                bindparam("variants", variants, type_=ARRAY(Text)),
+                bindparam("ats", ats, type_=ARRAY(Text)),
             )
-            fields = [source.c[c] for c in ("sid", "email", "name", "key", "variant")]
-            fields.append(cast(source.c.at, DateTime()))
-        else:
-            source = func.json_each(
-                bindparam("rows", orjson.dumps(planned).decode(), type_=Text)
-            ).table_valued("value", "key")
-            fields = [func.json_extract(source.c.value, f"$[{i}]") for i in range(6)]
-        sid, email, name, key, variant, at = fields
+            .table_valued("sid", "email", "name", "key", "variant", "at")
+            .render_derived()
+        )
+        c = source.c
         rows = select(
-            literal(edition_key, String), sid, email, name, variant, key,
+            literal(edition_key, String), c.sid, c.email, c.name, c.variant, c.key,
             literal("pending", String), literal(0, Integer),
-            literal(now, UTCDateTime), literal(now, UTCDateTime), at,
-        ).where(sid.is_not(None))  # fmt: skip
-        if not self._postgres:
-            rows = rows.order_by(source.c.key)
+            literal(now, UTCDateTime), literal(now, UTCDateTime), cast(c.at, DateTime()),
+        )  # fmt: skip
         columns = ["edition_key", "subscriber_id", "email", "name", "variant", "content_key",
                    "state", "attempts", "created_at", "updated_at", "send_after"]  # fmt: skip
         return self._insert_ignore().from_select(columns, rows)
