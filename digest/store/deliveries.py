@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Select, and_, bindparam, func, or_, select, update
+from sqlalchemy import Connection, CursorResult, Select, and_, bindparam, func, or_, select, update
 
 from digest.editions import Edition
 from digest.errors import UsageError
@@ -91,7 +91,7 @@ class DeliveryStore(Planning):
             *_due(due),
         )
         with self.engine.connect() as conn:
-            return [LedgerRow._make(r) for r in conn.execute(query.order_by(_d.id).limit(limit))]
+            return _ledger_rows(conn.execute(query.order_by(_d.id).limit(limit)))
 
     def batches(
         self, edition_key: str, size: int, *, due: datetime | None = None
@@ -127,8 +127,7 @@ class DeliveryStore(Planning):
         query = self._rows().where(self._in_ids, PENDING, _d.edition_key == edition_key)
         with self.engine.connect() as conn:
             for chunk in chunks(sorted(ids)):
-                rows = conn.execute(query.order_by(_d.id), self._ids(chunk))
-                found.extend(LedgerRow._make(r) for r in rows)
+                found += _ledger_rows(conn.execute(query.order_by(_d.id), self._ids(chunk)))
         return found
 
     @staticmethod
@@ -162,7 +161,7 @@ class DeliveryStore(Planning):
                 # by primary key only: naming the edition too would let SQLite pick the
                 # index of pending rows and scan every pending row of the edition
                 mine = and_(self._in_ids, PENDING)
-                taken = set(
+                taken = _ids_of(
                     conn.execute(
                         update(deliveries)
                         .where(mine, active)
@@ -178,8 +177,6 @@ class DeliveryStore(Planning):
                         .returning(_d.id),
                         self._ids(chunk),
                     )
-                    .scalars()
-                    .all()
                 )
                 claimed |= taken
                 rest = [i for i in chunk if i not in taken]
@@ -426,3 +423,16 @@ def _due(due: datetime | None) -> tuple[Any, ...]:
     if due is None:
         return ()
     return (or_(_d.send_after.is_(None), _d.send_after <= due),)
+
+
+def _ledger_rows(result: CursorResult[Any]) -> list[LedgerRow]:
+    """A batch's rows straight from the driver's tuples: these columns need no conversion,
+    and skipping the result's own rows halves the cost of reading a batch."""
+    with result:
+        return list(map(LedgerRow._make, result.cursor.fetchall()))
+
+
+def _ids_of(result: CursorResult[Any]) -> set[int]:
+    """The ids a RETURNING id gave, straight from the driver (see _ledger_rows)."""
+    with result:
+        return {row[0] for row in result.cursor.fetchall()}
