@@ -3,8 +3,8 @@ a null one is not (beyond alpha), and assignment splits evenly and never moves a
 
 from __future__ import annotations
 
-import hashlib
 import gc
+import hashlib
 import math
 
 import numpy as np
