@@ -180,6 +180,7 @@ class Run:
     cache: ContentCache
     policy: RetryPolicy
     batch_id: str | None = None  # the run's provider batch for a non-strict scheduled send
+    todo: int = 0  # rows pending once prepared
     sent: int = 0
     done: int = 0
     in_doubt: int = 0
@@ -242,7 +243,7 @@ def send_edition(
         )  # fmt: skip
         key = edition.key
         skipped = prepare(run, assign)
-        _send_pending(run, progress, ledger.counts(key)["pending"])
+        _send_pending(run, progress, run.todo)
         counts = ledger.counts(key)
         failures = sorted(ledger.failures(key).items(), key=lambda kv: (-kv[1], kv[0]))
     return SendSummary(
@@ -309,9 +310,9 @@ def prepare(run: Run, assign: Assign | None = None) -> int:
     run.in_doubt += reconcile(run)
     if options.retry_failed:
         ledger.retry_failed(key, now=now())
-    skipped = ledger.counts(key)["sent"]
-    ledger.suppress_inactive(key, now=now())
-    return skipped
+    counts = ledger.counts(key)
+    run.todo = counts["pending"] - ledger.suppress_inactive(key, now=now())
+    return counts["sent"]
 
 
 def _render_all(run: Run, variants: Sequence[str]) -> None:
