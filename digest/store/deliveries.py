@@ -14,11 +14,11 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, CursorResult, Select, and_, bindparam, func, or_, select, update
+from sqlalchemy import Connection, Select, and_, bindparam, func, or_, select, update
 
 from digest.editions import Edition
 from digest.errors import UsageError
-from digest.store.ledger import PENDING, chunks
+from digest.store.ledger import PENDING, chunks, driver_rows
 from digest.store.locks import edition_lock
 from digest.store.planning import Planning
 from digest.store.schema import changed, deliveries, editions, provider_holds, subscribers
@@ -91,7 +91,8 @@ class DeliveryStore(Planning):
             *_due(due),
         )
         with self.engine.connect() as conn:
-            return _ledger_rows(conn.execute(query.order_by(_d.id).limit(limit)))
+            rows = driver_rows(conn.execute(query.order_by(_d.id).limit(limit)))
+        return list(map(LedgerRow._make, rows))
 
     def batches(
         self, edition_key: str, size: int, *, due: datetime | None = None
@@ -127,7 +128,8 @@ class DeliveryStore(Planning):
         query = self._rows().where(self._in_ids, PENDING, _d.edition_key == edition_key)
         with self.engine.connect() as conn:
             for chunk in chunks(sorted(ids)):
-                found += _ledger_rows(conn.execute(query.order_by(_d.id), self._ids(chunk)))
+                rows = driver_rows(conn.execute(query.order_by(_d.id), self._ids(chunk)))
+                found += map(LedgerRow._make, rows)
         return found
 
     @staticmethod
@@ -153,43 +155,39 @@ class DeliveryStore(Planning):
             .where(subscribers.c.id == _d.subscriber_id, subscribers.c.status == "active")
             .exists()
         )
+        # by primary key only: naming the edition too would let SQLite pick the index of
+        # pending rows and scan every pending row of the edition
+        mine = and_(self._in_ids, PENDING)
+        take = (
+            update(deliveries)
+            .where(mine, active)
+            .values(
+                state="sending",
+                attempts=_d.attempts + 1,
+                provider_batch_id=batch_id,
+                provider_message_id=None,
+                last_error=None,
+                sent_at=scheduled_at,
+                updated_at=now,
+            )
+            .returning(_d.id)
+        )
+        suppress = (
+            update(deliveries)
+            .where(mine, ~active)
+            .values(state="suppressed", last_error=GONE, updated_at=now)
+            .returning(_d.id)
+        )
 
         def work(conn: Connection) -> tuple[set[int], int]:
             claimed: set[int] = set()
             gone = 0
             for chunk in chunks(list(ids)):
-                # by primary key only: naming the edition too would let SQLite pick the
-                # index of pending rows and scan every pending row of the edition
-                mine = and_(self._in_ids, PENDING)
-                taken = _ids_of(
-                    conn.execute(
-                        update(deliveries)
-                        .where(mine, active)
-                        .values(
-                            state="sending",
-                            attempts=_d.attempts + 1,
-                            provider_batch_id=batch_id,
-                            provider_message_id=None,
-                            last_error=None,
-                            sent_at=scheduled_at,
-                            updated_at=now,
-                        )
-                        .returning(_d.id),
-                        self._ids(chunk),
-                    )
-                )
+                taken = {row[0] for row in driver_rows(conn.execute(take, self._ids(chunk)))}
                 claimed |= taken
                 rest = [i for i in chunk if i not in taken]
                 if rest:  # left, or taken by another send (those stay as they are)
-                    gone += len(
-                        conn.execute(
-                            update(deliveries)
-                            .where(mine, ~active)
-                            .values(state="suppressed", last_error=GONE, updated_at=now)
-                            .returning(_d.id),
-                            self._ids(rest),
-                        ).all()
-                    )
+                    gone += len(driver_rows(conn.execute(suppress, self._ids(rest))))
             return claimed, gone
 
         # durable: a claim lost to a power cut would send its rows again
@@ -423,16 +421,3 @@ def _due(due: datetime | None) -> tuple[Any, ...]:
     if due is None:
         return ()
     return (or_(_d.send_after.is_(None), _d.send_after <= due),)
-
-
-def _ledger_rows(result: CursorResult[Any]) -> list[LedgerRow]:
-    """A batch's rows straight from the driver's tuples: these columns need no conversion,
-    and skipping the result's own rows halves the cost of reading a batch."""
-    with result:
-        return list(map(LedgerRow._make, result.cursor.fetchall()))
-
-
-def _ids_of(result: CursorResult[Any]) -> set[int]:
-    """The ids a RETURNING id gave, straight from the driver (see _ledger_rows)."""
-    with result:
-        return {row[0] for row in result.cursor.fetchall()}

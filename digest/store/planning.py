@@ -25,7 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 
-from digest.store.ledger import PENDING, LedgerBase
+from digest.store.ledger import PENDING, LedgerBase, driver_rows
 from digest.store.schema import UTCDateTime, audiences, changed, deliveries, subscribers
 
 PLAN_CHUNK = 10_000  # subscribers read per planning transaction
@@ -92,7 +92,7 @@ class Planning(LedgerBase):
 
         def chunk(conn: Connection, last: int) -> tuple[int, int | None]:
             """Plan one chunk of subscribers in one commit: (rows added, last id read)."""
-            rows = conn.execute(query, {"last": last}).all()
+            rows = driver_rows(conn.execute(query, {"last": last}))
             if not rows:
                 return 0, None
             planned: list[Planned] = []
