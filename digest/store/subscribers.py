@@ -242,6 +242,13 @@ class SubscriberStore:
         """
         return self._unsubscribes.submit((subscriber_id, reason, now), wait=wait)
 
+    def unsubscribe_many(
+        self, items: Sequence[tuple[int, str, datetime]], *, wait: float = WAIT_SECONDS
+    ) -> list[str | None]:
+        """`unsubscribe` for several (subscriber id, reason, time) at once, in one
+        transaction with whatever else is queued; an address or None for each."""
+        return self._unsubscribes.submit_many(items, wait=wait)
+
     def _unsubscribe_batch(
         self, batch: Sequence[tuple[int, str, datetime]], wait: float
     ) -> list[str | None]:
