@@ -101,11 +101,11 @@ class FrontChannel(wasyncore.dispatcher):  # type: ignore[misc]
         self.close()
 
     def _hand_over(self) -> None:
-        sock, data = self.socket, self.read_so_far
-        self.del_channel()  # out of the loop's map; the socket stays open
-        self.socket = None
-        channel = self.server.waitress_channel(self.server, sock, self.addr, self.adj, self._map)
-        channel.received(data)
+        self.del_channel()  # out of the loop's map; the socket stays open, for waitress
+        channel = self.server.waitress_channel(
+            self.server, self.socket, self.addr, self.adj, self._map
+        )
+        channel.received(self.read_so_far)
 
 
 class Lane:
