@@ -61,11 +61,12 @@ def _values(s: Subscriber) -> dict[str, Any]:
 
 # Built once: the one-click path runs them under load, and building costs more than running.
 # Executed with one parameter set per unsubscribe of a batch (see `unsubscribe`).
+# One statement for every id of a batch that shares a reason and a time (a burst's do):
+# executemany with one row per id spent 45 µs of CPU a row binding its parameters.
 _UNSUBSCRIBE = (
     subscribers.update()
-    .where(subscribers.c.id == bindparam("sid"))
-    # not NOT IN (...): an expanding list cannot go through executemany
-    .where(*(subscribers.c.status != status for status in sorted(SUPPRESSED)))
+    .where(subscribers.c.id.in_(bindparam("sids", expanding=True)))
+    .where(subscribers.c.status.not_in(sorted(SUPPRESSED)))
     .values(status="unsubscribed", status_reason=bindparam("why"), updated_at=bindparam("at"))
 )
 _EMAILS_OF = select(subscribers.c.id, subscribers.c.email).where(
@@ -252,13 +253,19 @@ class SubscriberStore:
     def _unsubscribe_batch(
         self, batch: Sequence[tuple[int, str, datetime]], wait: float
     ) -> list[str | None]:
-        given = [{"sid": sid, "why": why, "at": at} for sid, why, at in batch]
-        ids = sorted({sid for sid, _, _ in batch})
+        first: dict[int, tuple[str, datetime]] = {}  # an id asked twice keeps its first reason
+        for sid, why, at in batch:
+            first.setdefault(sid, (why, at))
+        groups: dict[tuple[str, datetime], list[int]] = {}
+        for sid, why_at in first.items():
+            groups.setdefault(why_at, []).append(sid)
+        ids = sorted(first)
         deadline = time.monotonic() + wait
 
         def write() -> dict[int, str]:
             with self.engine.connect() as conn, _bounded(conn, deadline):
-                conn.execute(_UNSUBSCRIBE, given)
+                for (why, at), sids in groups.items():
+                    conn.execute(_UNSUBSCRIBE, {"sids": sids, "why": why, "at": at})
                 return {r.id: r.email for r in conn.execute(_EMAILS_OF, {"sids": ids})}
 
         try:
