@@ -17,14 +17,19 @@ from urllib.parse import parse_qsl
 MAX_HEAD = 8192  # request line and headers; a provider's POST has about 300 bytes
 MAX_BODY = 1024  # a one-click body is 26 bytes
 PAGE_FIELDS = frozenset({"via", "topic"})  # the unsubscribe page's form, for Flask
+ONE_CLICK = b"List-Unsubscribe=One-Click"
 _PREFIX = b"POST /u/"
-_TARGET = re.compile(rb"/u/([A-Za-z0-9_.\-]+)")  # a token's alphabet: nothing to unquote
-_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token
-_VERSIONS = {b"HTTP/1.1": "1.1", b"HTTP/1.0": "1.0"}
-# Headers that decide how the request is read or answered; a second copy of one goes to
-# waitress rather than being guessed at.
-_WATCHED = frozenset(
-    {b"content-length", b"content-type", b"transfer-encoding", b"expect", b"connection"}
+# The request line (a token's alphabet: nothing to unquote, no query) and header lines,
+# each an RFC 9110 token, a colon and a value without CR or LF, up to the empty line.
+_HEAD = re.compile(
+    rb"POST /u/([A-Za-z0-9_.\-]+) HTTP/(1\.[01])\r\n"
+    rb"((?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\r\n]*\r\n)*)\r\n"
+)
+# Headers that decide how the request is read or answered (a second copy of one goes to
+# waitress rather than being guessed at), their values without the spaces around them.
+_FIELD = re.compile(
+    rb"(?im)^(content-length|content-type|transfer-encoding|expect|connection):"
+    rb"[ \t]*([^\r\n]*?)[ \t]*\r$"
 )
 
 
@@ -45,41 +50,23 @@ class OneClickRequest:
 def read_one_click(data: bytes) -> OneClickRequest | Incomplete | None:
     """The one-click POST `data` holds whole; INCOMPLETE if it may still become one;
     None if it never will (another request, or a form of it left to waitress)."""
-    if not data.startswith(_PREFIX[: len(data)]):
-        return None
-    end = data.find(b"\r\n\r\n")
-    head = data[: end if end >= 0 else MAX_HEAD + 1]
-    # a bare CR or LF is read differently by different servers: waitress decides
-    bare = head.replace(b"\r\n", b"").removesuffix(b"\r")
-    if b"\r" in bare or b"\n" in bare:
-        return None
-    if end < 0:
-        return INCOMPLETE if len(data) <= MAX_HEAD else None
-    if end > MAX_HEAD:
-        return None
-    line, *lines = head.split(b"\r\n")
-    parts = line.split(b" ")
-    if len(parts) != 3 or parts[0] != b"POST" or parts[2] not in _VERSIONS:
-        return None
-    target = _TARGET.fullmatch(parts[1])
-    if target is None:
+    head = _HEAD.match(data)
+    if head is None:
+        return _maybe(data)
+    if head.end() > MAX_HEAD:
         return None
     headers: dict[bytes, bytes] = {}
-    for header in lines:
-        name, colon, value = header.partition(b":")
-        if not colon or not _NAME.fullmatch(name):
-            return None  # also a folded line, which starts with a space
+    for name, value in _FIELD.findall(head.group(3)):
         key = name.lower()
-        if key in _WATCHED:
-            if key in headers:
-                return None
-            headers[key] = value.strip(b" \t")
+        if key in headers:
+            return None
+        headers[key] = value
     if b"transfer-encoding" in headers or b"expect" in headers:
         return None
     length_text = headers.get(b"content-length", b"0")
     if not length_text.isdigit() or len(length_text) > 4 or int(length_text) > MAX_BODY:
         return None
-    start = end + 4
+    start = head.end()
     stop = start + int(length_text)
     if len(data) < stop:
         return INCOMPLETE
@@ -90,9 +77,18 @@ def read_one_click(data: bytes) -> OneClickRequest | Incomplete | None:
     connection = headers.get(b"connection", b"").lower()
     if connection not in (b"", b"close", b"keep-alive"):
         return None
-    version = _VERSIONS[parts[2]]
+    version = head.group(2).decode("ascii")
     keep_alive = connection != b"close" if version == "1.1" else connection == b"keep-alive"
-    return OneClickRequest(target.group(1).decode("ascii"), version, keep_alive)
+    return OneClickRequest(head.group(1).decode("ascii"), version, keep_alive)
+
+
+def _maybe(data: bytes) -> Incomplete | None:
+    """For bytes that are not a whole head of a one-click: whether more could make one."""
+    if b"\r\n\r\n" in data or len(data) > MAX_HEAD or not data.startswith(_PREFIX[: len(data)]):
+        return None
+    # a bare CR or LF is read differently by different servers: waitress decides
+    bare = data.replace(b"\r\n", b"").removesuffix(b"\r")
+    return None if b"\r" in bare or b"\n" in bare else INCOMPLETE
 
 
 def _one_click_body(content_type: bytes, body: bytes) -> bool:
@@ -100,7 +96,7 @@ def _one_click_body(content_type: bytes, body: bytes) -> bool:
     kind = content_type.partition(b";")[0].strip().lower()
     if kind == b"multipart/form-data":
         return False
-    if kind != b"application/x-www-form-urlencoded":
+    if kind != b"application/x-www-form-urlencoded" or body == ONE_CLICK:
         return True  # Flask reads no form from other bodies
     names = {k for k, _ in parse_qsl(body.decode("latin-1"), keep_blank_values=True)}
     return not names & PAGE_FIELDS
