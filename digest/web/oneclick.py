@@ -5,7 +5,8 @@ it gets back. So `POST /u/<token>` with neither `via` nor `topic` in its form is
 here: check the token, unsubscribe (the store commits before it returns, sharing one
 transaction with the other unsubscribes of the moment), answer a short fixed page. No
 request context, template or cookie. Everything else, including the unsubscribe page's
-own form (`via=page`, `topic`), goes on to Flask unchanged.
+own form (`via=page`, `topic`), goes on to Flask unchanged. `digest serve` answers the
+plainest one-clicks before they become WSGI requests (`front`), through `answer_many`.
 """
 
 from __future__ import annotations
@@ -66,7 +67,6 @@ class OneClick:
     ) -> None:
         self._app = app
         self._ctx = ctx
-        self._pages = pages
         self.logger = logger
         self._site = html.escape(ctx.config.site.name)
         self._names = {d.key: [d.name] for d in ctx.config.digests}
