@@ -43,7 +43,6 @@ from digest.errors import UsageError
 from digest.experiments.assign import Assign, edition_assigner, variants_of
 from digest.lifecycle import check_sendable
 from digest.retry import RetryPolicy, Uniform, call_transport
-from digest.subscribers import Subscriber
 from digest.tokens import LinkSigner
 from digest.transports.base import OutgoingEmail, SendResult, Transport
 
@@ -419,48 +418,3 @@ def _composed(run: Run) -> Iterator[OutgoingEmail]:
             if len(rows) < size:
                 break
             after = rows[-1].id
-
-
-@dataclass(frozen=True)
-class _TestRow:
-    id: int
-    subscriber_id: int
-    email: str
-    name: str
-    variant: str
-    content_key: str
-
-
-def test_send(
-    edition: Edition,
-    subscriber: Subscriber,
-    to: Sequence[str],
-    *,
-    config: Config,
-    transport: Transport,
-    secret: str,
-    render: Renderer | None = None,
-) -> list[SendResult]:
-    """Send the edition as `subscriber` would receive it, to `to` only; the ledger is untouched."""
-    key = compose.content_key(subscriber.topics, edition.topics(), "A")
-    if not key:
-        raise UsageError(
-            f"{subscriber.email} follows no topic of {edition.key}: they would get nothing"
-        )
-    content = ContentCache(render or compose.default_renderer(config, edition)).get(key)
-    recipients = [
-        compose.recipient(
-            _TestRow(0, subscriber.id or 0, address, subscriber.name, "A", key),
-            links=LinkSigner(config.site.base_url, secret),
-            edition=edition,
-            test=True,
-        )
-        for address in to
-    ]
-    email = compose.compose(
-        content, recipients, config=config, edition=edition, subject_prefix="[TEST] "
-    )
-    return call_transport(transport, email)
-
-
-test_send.__test__ = False  # type: ignore[attr-defined]  # a library function, not a pytest test
