@@ -149,18 +149,22 @@ class DeliveryStore(Planning):
         before their provider call; returns the ids claimed and how many were suppressed
         instead because their subscriber is no longer active (checked here, so an
         unsubscribe that came while the batch was composed is honoured)."""
-        active = (
-            select(subscribers.c.id)
-            .where(subscribers.c.id == _d.subscriber_id, subscribers.c.status == "active")
-            .exists()
+        # The subscriber's status, looked up by primary key for each row claimed: as a
+        # join, PostgreSQL's planner reads every subscriber into a hash for a batch of
+        # 1,000 rows below an audience of about 300,000 (a cost that grows with the list).
+        status = (
+            select(subscribers.c.status)
+            .where(subscribers.c.id == _d.subscriber_id)
+            .scalar_subquery()
         )
+        active = func.coalesce(status, "") == "active"  # a subscriber gone is not active
 
         def work(conn: Connection) -> tuple[set[int], int]:
             claimed: set[int] = set()
             gone = 0
             for chunk in chunks(list(ids)):
                 # by primary key only: naming the edition too would let SQLite pick the
-                # index of pending rows and scan every pending row of the edition
+                # index in send order and scan every row of the edition
                 mine = and_(self._in_ids, PENDING)
                 taken = set(
                     conn.execute(
