@@ -105,20 +105,36 @@ def _tail(path: Path, lines: int = 30) -> str:
     return "\n".join(text.splitlines()[-lines:]) or "(no output)"
 
 
-def _postgres() -> list[psutil.Process]:
-    return [
-        p for p in psutil.process_iter(["name"]) if p.info["name"] in ("postgres", "postmaster")
-    ]
+def _server(base_url: str) -> psutil.Process:
+    """The postmaster of the server at `base_url` (the parent of a backend): only its
+    processes are counted, not another PostgreSQL that runs on the same machine."""
+    engine = create_engine(base_url)
+    try:
+        with engine.connect() as conn:
+            backend = int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
+    finally:
+        engine.dispose()
+    parent = psutil.Process(backend).parent()
+    if parent is None:
+        raise BenchFailed(f"PostgreSQL backend {backend} has no parent process")
+    return parent
 
 
-def _postgres_cpu() -> float:
-    total = 0.0
-    for proc in _postgres():
-        try:
+def _postgres(server: psutil.Process) -> list[psutil.Process]:
+    with contextlib.suppress(psutil.Error):
+        return [server, *server.children()]
+    return [server]
+
+
+def _postgres_cpu(server: psutil.Process) -> float:
+    """CPU seconds of the server's processes so far, those that ended included (the
+    postmaster waited for them, so they count in its children's times)."""
+    times = server.cpu_times()
+    total = times.user + times.system + times.children_user + times.children_system
+    for proc in _postgres(server)[1:]:
+        with contextlib.suppress(psutil.Error):
             times = proc.cpu_times()
             total += times.user + times.system
-        except psutil.Error:
-            continue
     return total
 
 
@@ -138,7 +154,7 @@ def _idle(procs: list[subprocess.Popen[bytes]], timeout: float = 60.0) -> None:
     raise BenchFailed(f"the workers were still busy starting after {timeout:.0f} s")
 
 
-def _pin(fake_pid: int) -> str:
+def _pin(fake_pid: int, server: psutil.Process) -> str:
     """The fake alone on the last core; this process, PostgreSQL (new backends inherit the
     postmaster's cores) and the workers (they inherit ours) on the others."""
     cores = sorted(os.sched_getaffinity(0))
@@ -147,7 +163,7 @@ def _pin(fake_pid: int) -> str:
     rest = set(cores[:-1])
     os.sched_setaffinity(fake_pid, {cores[-1]})
     os.sched_setaffinity(0, rest)
-    for proc in _postgres():
+    for proc in _postgres(server):
         with contextlib.suppress(psutil.Error):
             proc.cpu_affinity(sorted(rest))
     return f"fake SendGrid pinned to core {cores[-1]}, PostgreSQL and the workers to {sorted(rest)}"
@@ -156,6 +172,7 @@ def _pin(fake_pid: int) -> str:
 def _run(
     base_url: str, n: int, workers: int, concurrency: int | None, fake: FakeProcess
 ) -> dict[str, Any]:
+    server = _server(base_url)
     schema = f"bench_{uuid.uuid4().hex[:10]}"
     admin = create_engine(base_url)
     with admin.begin() as conn:
@@ -177,7 +194,7 @@ def _run(
         logs = [folder / f"worker{i + 1}.log" for i in range(workers)]
         procs = [_worker(config_path, env, concurrency, log) for log in logs]
         try:
-            return _timed(store, config, edition, procs, fake)
+            return _timed(store, config, edition, procs, fake, server)
         except Exception as exc:
             store.close()
             shown = "\n".join(
@@ -200,12 +217,17 @@ def _run(
 
 
 def _timed(
-    store: Any, config: Any, edition: Any, procs: list[subprocess.Popen[bytes]], fake: FakeProcess
+    store: Any,
+    config: Any,
+    edition: Any,
+    procs: list[subprocess.Popen[bytes]],
+    fake: FakeProcess,
+    server: psutil.Process,
 ) -> dict[str, Any]:
     """Queue the edition with the workers idle and time it to sent."""
     _idle(procs)  # started (imports, queue tables) before the clock starts
     load = os.getloadavg()[0]
-    pg_cpu, fake_cpu = _postgres_cpu(), fake.count()[3]
+    pg_cpu, fake_cpu = _postgres_cpu(server), fake.count()[3]
     worker_cpu = [_cpu(p.pid) for p in procs]
     transport = make_transport("sendgrid", config, edition_key=edition.key, now=_now)
     t0 = time.perf_counter()
@@ -226,7 +248,7 @@ def _timed(
     worker_cpu = [_cpu(p.pid) - c for p, c in zip(procs, worker_cpu, strict=True)]
     store.close()
     return {"rows": queued.rows, "sent": sent, "queued_s": queued_s, "total_s": total_s,
-            "worker_cpu": worker_cpu, "pg_cpu": _postgres_cpu() - pg_cpu,
+            "worker_cpu": worker_cpu, "pg_cpu": _postgres_cpu(server) - pg_cpu,
             "fake_cpu": fake.count()[3] - fake_cpu, "load": load}  # fmt: skip
 
 
@@ -272,7 +294,7 @@ def main() -> None:
     rates: dict[int, list[tuple[float, float]]] = {1: [], 2: []}
     try:
         if args.pin:
-            sharing = _pin(fake.process.pid or 0)
+            sharing = _pin(fake.process.pid or 0, _server(base_url))
         print(f"subscribers:  {args.subscribers:,}; batches of 1,000; {tasks} task(s) at once "
               f"per worker; fake SendGrid in its own process; {sharing}", flush=True)  # fmt: skip
         for round_ in range(1, args.rounds + 1):

@@ -99,27 +99,20 @@ class DeliveryStore(Planning):
         """The pending rows (due by `due`) as (content key, up to `size` ids), ids only:
         what a worker's batch task carries (digest.workers)."""
         for content_key in self.content_keys(edition_key, due=due):
-            after = 0
-            while True:
-                query = (
-                    select(_d.id)
-                    .where(
-                        _d.edition_key == edition_key,
-                        PENDING,
-                        _d.content_key == content_key,
-                        _d.id > after,
-                        *_due(due),
-                    )
-                    .order_by(_d.id)
-                    .limit(size)
+            query = (
+                select(_d.id)
+                .where(
+                    _d.edition_key == edition_key,
+                    PENDING,
+                    _d.content_key == content_key,
+                    *_due(due),
                 )
-                with self.engine.connect() as conn:
-                    ids = list(conn.execute(query).scalars())
-                if ids:
-                    yield content_key, ids
-                if len(ids) < size:
-                    break
-                after = ids[-1]
+                .order_by(_d.id)
+            )
+            with self.engine.connect() as conn:  # one read per content key, split here
+                ids = list(conn.execute(query).scalars().all())
+            for start in range(0, len(ids), size):
+                yield content_key, ids[start : start + size]
 
     def pending_of(self, edition_key: str, ids: Sequence[int]) -> list[LedgerRow]:
         """The rows `ids` of the edition that are still pending, by id (a worker's batch)."""
