@@ -218,6 +218,20 @@ def test_a_subscriber_who_leaves_after_their_batch_was_composed_is_not_sent(
     assert store.deliveries.counts(KEY)["suppressed"] == 2
 
 
+def test_a_batch_reads_only_its_own_editions_rows_still_pending(
+    store: Store, edition: Edition
+) -> None:
+    _add(store, 4)
+    store.deliveries.plan(KEY, lambda _i, _t: ("politics|A", "A"), now=NOW)
+    store.deliveries.plan("weekly/other", lambda _i, _t: ("politics|A", "A"), now=NOW)
+    ours = [r["id"] for r in store.deliveries.rows(KEY)]
+    theirs = [r["id"] for r in store.deliveries.rows("weekly/other")]
+    _claim(store, 1)  # the first of ours is no longer pending
+    rows = store.deliveries.pending_of(KEY, [*theirs, *reversed(ours)])
+    assert [r.id for r in rows] == ours[1:]
+    assert {r.email for r in rows} == {f"reader{i}@example.org" for i in (1, 2, 3)}
+
+
 def test_claiming_and_recording_a_row_writes_no_index_entry(store: Store, edition: Edition) -> None:
     """No index of the ledger names a column a state move changes; on PostgreSQL each row
     then keeps its page (a heap-only update) from planned through claimed to sent."""
