@@ -118,7 +118,7 @@ class DeliveryStore(Planning):
         """The rows `ids` of the edition that are still pending, by id (a worker's batch)."""
         found: list[LedgerRow] = []
         # By primary key only, the edition checked here: naming it in the query lets the
-        # planner, with statistics older than the edition's rows, scan all of them.
+        # planner scan every row of the edition whenever its statistics are stale.
         query = self._rows().add_columns(_d.edition_key).where(self._in_ids, PENDING)
         with self.engine.connect() as conn:
             for chunk in chunks(sorted(ids)):

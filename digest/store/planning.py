@@ -22,6 +22,7 @@ from sqlalchemy import (
     literal,
     literal_column,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -119,6 +120,12 @@ class Planning(LedgerBase):
             at = last
             added, last = self._write("plan", lambda conn: chunk(conn, at))  # noqa: B023
             total += added
+        if total and self._postgres:
+            # Fresh statistics of the ledger (the subscribers did not change): without
+            # them PostgreSQL knows neither how many rows the edition has nor that ids
+            # follow the pages, and reads a batch's 1,000 rows by scanning the table.
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.execute(text("ANALYZE deliveries"))
         return total
 
     def fix_audience(self, edition_key: str, *, now: datetime) -> None:
