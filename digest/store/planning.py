@@ -10,7 +10,6 @@ from typing import Any
 
 import orjson
 from sqlalchemy import (
-    JSON,
     Connection,
     DateTime,
     Integer,
@@ -26,6 +25,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import JSONB
 
 from digest.store.ledger import PENDING, LedgerBase
 from digest.store.schema import UTCDateTime, audiences, changed, deliveries, subscribers
@@ -181,7 +181,8 @@ class Planning(LedgerBase):
         fields: list[Any]
         if self._postgres:
             source = (
-                func.json_array_elements(cast(rows_json, JSON))
+                # jsonb: parsed once (each ->> on json parses its element again: 4x slower)
+                func.jsonb_array_elements(cast(rows_json, JSONB))
                 .table_valued("value", with_ordinality="position")
                 .render_derived()
             )
