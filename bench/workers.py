@@ -3,7 +3,11 @@
 Runs beside a PostgreSQL server named by DIGEST_TEST_POSTGRES; tests/pgserver.py starts a
 throwaway one:
 
-    python tests/pgserver.py .venv/bin/python bench/workers.py --subscribers 50000
+    python tests/pgserver.py -c fsync=on -c full_page_writes=on \
+        .venv/bin/python bench/workers.py --subscribers 50000
+
+(the test server skips its syncs unless told: the `-c` options make it sync as a real
+deployment does; the settings are printed).
 
 For each worker count: a fresh schema gets N synthetic subscribers (bulk insert, not
 counted) and one approved edition; the workers are started and left idle, then the clock
@@ -118,6 +122,20 @@ def _server(base_url: str) -> psutil.Process:
     if parent is None:
         raise BenchFailed(f"PostgreSQL backend {backend} has no parent process")
     return parent
+
+
+def _settings(base_url: str) -> str:
+    """The server settings that decide what a commit costs (a benchmark of a server that
+    skips its syncs measures no real deployment)."""
+    names = ("server_version", "fsync", "full_page_writes", "synchronous_commit",
+             "shared_buffers", "random_page_cost")  # fmt: skip
+    engine = create_engine(base_url)
+    try:
+        with engine.connect() as conn:
+            shown = [f"{n} {conn.execute(text(f'SHOW {n}')).scalar()}" for n in names]
+    finally:
+        engine.dispose()
+    return ", ".join(shown)
 
 
 def _postgres(server: psutil.Process) -> list[psutil.Process]:
@@ -289,6 +307,7 @@ def main() -> None:
     tasks = "the worker's default" if args.concurrency is None else str(args.concurrency)
     print(f"machine:      {describe(load=False)}")
     print(f"load average: {load()} at start")
+    print(f"PostgreSQL:   {_settings(base_url)}")
     fake = FakeProcess().__enter__()
     sharing = "nothing pinned: the fake, PostgreSQL and the workers share every core"
     rates: dict[int, list[tuple[float, float]]] = {1: [], 2: []}
