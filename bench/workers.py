@@ -114,11 +114,11 @@ def _server(base_url: str) -> psutil.Process:
     processes are counted, not another PostgreSQL that runs on the same machine."""
     engine = create_engine(base_url)
     try:
-        with engine.connect() as conn:
+        with engine.connect() as conn:  # (a backend ends with its connection)
             backend = int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
+            parent = psutil.Process(backend).parent()
     finally:
         engine.dispose()
-    parent = psutil.Process(backend).parent()
     if parent is None:
         raise BenchFailed(f"PostgreSQL backend {backend} has no parent process")
     return parent
