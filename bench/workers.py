@@ -254,6 +254,7 @@ def _timed(
         secret=SECRET, now=_now, options=SendOptions(batch_size=1000),
     )  # fmt: skip
     queued_s = time.perf_counter() - t0
+    pg_queueing = _postgres_cpu(server) - pg_cpu
     deadline = time.monotonic() + TIMEOUT
     while store.schedules.state(edition.key) != "sent":
         if time.monotonic() > deadline:
@@ -267,6 +268,7 @@ def _timed(
     store.close()
     return {"rows": queued.rows, "sent": sent, "queued_s": queued_s, "total_s": total_s,
             "worker_cpu": worker_cpu, "pg_cpu": _postgres_cpu(server) - pg_cpu,
+            "pg_queueing": pg_queueing,
             "fake_cpu": fake.count()[3] - fake_cpu, "load": load}  # fmt: skip
 
 
@@ -288,7 +290,8 @@ def _line(w: int, r: dict[str, Any]) -> tuple[str, float, float]:
     text = (f"{w} worker{'s' if w > 1 else ' '}:    {r['sent']:,} sent in {r['total_s']:.2f} s = "
             f"{rate:,.0f} recipients/s end to end; queueing {r['queued_s']:.2f} s of it "
             f"(one process), {after:,.0f}/s after it; load {r['load']:.1f}; CPU s: workers "
-            f"{cpu} (busy {busy}), PostgreSQL {r['pg_cpu']:.1f} ({per:.0f} us a recipient), "
+            f"{cpu} (busy {busy} of the run), PostgreSQL {r['pg_cpu']:.1f} ({per:.0f} us a "
+            f"recipient; {r['pg_queueing']:.1f} while queueing), "
             f"fake {r['fake_cpu']:.1f}")  # fmt: skip
     return text, rate, after
 
