@@ -263,13 +263,16 @@ def _timed(
         _check_alive(procs)
         time.sleep(0.05)
     total_s = time.perf_counter() - t0
-    sent = store.deliveries.counts(edition.key)["sent"]
+    # CPU read before any connection closes (a backend that ended counts in its
+    # postmaster's children's times only once the postmaster has waited for it)
+    pg_cpu = _postgres_cpu(server) - pg_cpu
     worker_cpu = [_cpu(p.pid) - c for p, c in zip(procs, worker_cpu, strict=True)]
+    fake_cpu = fake.count()[3] - fake_cpu
+    sent = store.deliveries.counts(edition.key)["sent"]
     store.close()
     return {"rows": queued.rows, "sent": sent, "queued_s": queued_s, "total_s": total_s,
-            "worker_cpu": worker_cpu, "pg_cpu": _postgres_cpu(server) - pg_cpu,
-            "pg_queueing": pg_queueing,
-            "fake_cpu": fake.count()[3] - fake_cpu, "load": load}  # fmt: skip
+            "worker_cpu": worker_cpu, "pg_cpu": pg_cpu, "pg_queueing": pg_queueing,
+            "fake_cpu": fake_cpu, "load": load}  # fmt: skip
 
 
 def _now() -> datetime:
