@@ -11,7 +11,8 @@ in a fresh process of its own (so its peak RSS is its own):
 - **floor**: in a copy of the same store, a minimal sender doing the same job with nothing
   else: one pass planning the same rows (content keys and variants computed the same
   way), then per batch of 1,000 the same two ledger moves (sending, then sent), the same
-  signed links and one orjson body posted with http.client, one request in flight.
+  signed links and one orjson body posted with http.client, one request in flight, with
+  the garbage collector set as digest sets it for a send (digest.bulk).
 
 The fake SendGrid runs in its own process too, keeps no request body, and validates one
 request in 50 against the Mail Send schema. Filling the audience is not counted. Prints
@@ -175,98 +176,99 @@ def _floor(conn: Connection, config_path: Path, url: str, api_key: str) -> None:
 
         import orjson
 
+        from digest.bulk import bulk_gc
         from digest.compose import ContentCache, default_renderer, list_id
         from digest.config import load_config
         from digest.tokens import LinkSigner
 
-        config = load_config(config_path)
-        floor_edition = edition(FLOOR_PERIOD)
-        cache = ContentCache(default_renderer(config, floor_edition))
-        links = LinkSigner(config.site.base_url, SECRET)
-        db = sqlite3.connect(config.store_url.removeprefix("sqlite:///"), isolation_level=None)
-        where = urlsplit(url)
-        headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
-        now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-        started, cpu = time.perf_counter(), time.process_time()
-        # plan: one content key per topic list and variant, as digest computes them
-        keys: dict[tuple[str, str], str] = {}
-        insert = (
-            "INSERT INTO deliveries (edition_key, subscriber_id, email, name, variant, "
-            "content_key, state, attempts, created_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?)"
-        )
-        reader = db.cursor()
-        reader.execute("SELECT id, email, name, topics FROM subscribers WHERE status = 'active'")
-        db.execute("BEGIN")
-        while chunk := reader.fetchmany(10_000):
-            rows = []
-            for sid, email, name, topics in chunk:
-                u = hashlib.blake2b(f"{floor_edition.key}:{sid}".encode(), key=b"weekly",
-                                    digest_size=8).digest()  # fmt: skip
-                variant = VARIANTS[int.from_bytes(u, "big") >> 63]  # digest's 50/50 split
-                key = keys.get((topics, variant))
-                if key is None:
-                    shared = sorted(set(json.loads(topics)) & set(floor_edition.topics()))
-                    key = keys[(topics, variant)] = f"{','.join(shared)}|{variant}"
-                rows.append((floor_edition.key, sid, email, name, variant, key, now, now))
-            rows.sort(key=lambda r: r[5])
-            db.executemany(insert, rows)
-        db.execute("COMMIT")
-        for key in keys.values():  # every content before the loop, as digest does
-            cache.get(key)
-        loop_started = time.perf_counter()
-        sent = requests = 0
-        pending = "FROM deliveries WHERE edition_key = ? AND state = 'pending'"
-        distinct = f"SELECT DISTINCT content_key {pending}"
-        for (key,) in db.execute(distinct, (floor_edition.key,)).fetchall():
-            content = cache.get(key)
-            shared = orjson.dumps({
-                "from": {"email": config.sender.address,
-                         "name": content.sender_name or config.sender.name},
-                "subject": content.subject,
-                "content": [{"type": "text/plain", "value": content.text},
-                            {"type": "text/html", "value": content.html}],
-                "reply_to": {"email": config.sender.reply_to},
-                "headers": {"List-Id": list_id(config, floor_edition)},
-                "categories": ["weekly", *config.delivery.sendgrid.categories],
-            })[:-1]  # fmt: skip
-            after = 0
-            variant = key.rpartition("|")[2]
-            query = (f"SELECT id, subscriber_id, email, name {pending} AND content_key = ? "
-                     "AND id > ? ORDER BY id LIMIT 1000")  # fmt: skip
-            while batch := db.execute(query, (floor_edition.key, key, after)).fetchall():
-                ids = orjson.dumps([r[0] for r in batch]).decode()
-                moved = (
-                    "UPDATE deliveries SET state = ? WHERE id IN (SELECT value FROM json_each(?))"  # noqa: E501
-                )
-                db.execute(moved, ("sending", ids))
-                people = []
-                for rid, sid, email, name in batch:
-                    unsubscribe = links.unsubscribe_url(sid, floor_edition.key)
-                    people.append({
-                        "to": [{"email": email, "name": name}],
-                        "substitutions": {"-unsubscribe_url-": unsubscribe,
-                                          "-preferences_url-": links.preferences_url(sid)},
-                        "headers": {"List-Unsubscribe": f"<{unsubscribe}>",
-                                    "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"},
-                        "custom_args": {"delivery_id": str(rid), "edition": floor_edition.key,
-                                        "variant": variant, "subscriber_id": str(sid)},
-                    })  # fmt: skip
-                body = shared + b',"personalizations":' + orjson.dumps(people) + b"}"
-                http_conn = http.client.HTTPConnection(where.hostname, where.port, timeout=30)
-                http_conn.request("POST", "/v3/mail/send", body, headers)
-                answer = http_conn.getresponse()
-                answer.read()
-                http_conn.close()
-                if answer.status != 202:
-                    raise RuntimeError(f"the floor's request was refused: HTTP {answer.status}")
-                db.execute(moved, ("sent", ids))
-                sent += len(batch)
-                requests += 1
-                after = batch[-1][0]
-        db.close()
-        _finish(conn, started, cpu, sent=sent, requests=requests,
-                loop=time.perf_counter() - loop_started)  # fmt: skip
+        with bulk_gc():  # the collector set as digest sets it for a send
+            config = load_config(config_path)
+            floor_edition = edition(FLOOR_PERIOD)
+            cache = ContentCache(default_renderer(config, floor_edition))
+            links = LinkSigner(config.site.base_url, SECRET)
+            db = sqlite3.connect(config.store_url.removeprefix("sqlite:///"), isolation_level=None)
+            where = urlsplit(url)
+            headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+            now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+            started, cpu = time.perf_counter(), time.process_time()
+            # plan: one content key per topic list and variant, as digest computes them
+            keys: dict[tuple[str, str], str] = {}
+            insert = (
+                "INSERT INTO deliveries (edition_key, subscriber_id, email, name, variant, "
+                "content_key, state, attempts, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?)"
+            )
+            reader = db.cursor()
+            active = "SELECT id, email, name, topics FROM subscribers WHERE status = 'active'"
+            reader.execute(active)
+            db.execute("BEGIN")
+            while chunk := reader.fetchmany(10_000):
+                rows = []
+                for sid, email, name, topics in chunk:
+                    u = hashlib.blake2b(f"{floor_edition.key}:{sid}".encode(), key=b"weekly",
+                                        digest_size=8).digest()  # fmt: skip
+                    variant = VARIANTS[int.from_bytes(u, "big") >> 63]  # digest's 50/50 split
+                    key = keys.get((topics, variant))
+                    if key is None:
+                        shared = sorted(set(json.loads(topics)) & set(floor_edition.topics()))
+                        key = keys[(topics, variant)] = f"{','.join(shared)}|{variant}"
+                    rows.append((floor_edition.key, sid, email, name, variant, key, now, now))
+                rows.sort(key=lambda r: r[5])
+                db.executemany(insert, rows)
+            db.execute("COMMIT")
+            for key in keys.values():  # every content before the loop, as digest does
+                cache.get(key)
+            loop_started = time.perf_counter()
+            sent = requests = 0
+            pending = "FROM deliveries WHERE edition_key = ? AND state = 'pending'"
+            distinct = f"SELECT DISTINCT content_key {pending}"
+            for (key,) in db.execute(distinct, (floor_edition.key,)).fetchall():
+                content = cache.get(key)
+                shared = orjson.dumps({
+                    "from": {"email": config.sender.address,
+                             "name": content.sender_name or config.sender.name},
+                    "subject": content.subject,
+                    "content": [{"type": "text/plain", "value": content.text},
+                                {"type": "text/html", "value": content.html}],
+                    "reply_to": {"email": config.sender.reply_to},
+                    "headers": {"List-Id": list_id(config, floor_edition)},
+                    "categories": ["weekly", *config.delivery.sendgrid.categories],
+                })[:-1]  # fmt: skip
+                after = 0
+                variant = key.rpartition("|")[2]
+                query = (f"SELECT id, subscriber_id, email, name {pending} AND content_key = ? "
+                         "AND id > ? ORDER BY id LIMIT 1000")  # fmt: skip
+                while batch := db.execute(query, (floor_edition.key, key, after)).fetchall():
+                    ids = orjson.dumps([r[0] for r in batch]).decode()
+                    moved = "UPDATE deliveries SET state = ? WHERE id IN (SELECT value FROM json_each(?))"  # noqa: E501
+                    db.execute(moved, ("sending", ids))
+                    people = []
+                    for rid, sid, email, name in batch:
+                        unsubscribe = links.unsubscribe_url(sid, floor_edition.key)
+                        people.append({
+                            "to": [{"email": email, "name": name}],
+                            "substitutions": {"-unsubscribe_url-": unsubscribe,
+                                              "-preferences_url-": links.preferences_url(sid)},
+                            "headers": {"List-Unsubscribe": f"<{unsubscribe}>",
+                                        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"},
+                            "custom_args": {"delivery_id": str(rid), "edition": floor_edition.key,
+                                            "variant": variant, "subscriber_id": str(sid)},
+                        })  # fmt: skip
+                    body = shared + b',"personalizations":' + orjson.dumps(people) + b"}"
+                    http_conn = http.client.HTTPConnection(where.hostname, where.port, timeout=30)
+                    http_conn.request("POST", "/v3/mail/send", body, headers)
+                    answer = http_conn.getresponse()
+                    answer.read()
+                    http_conn.close()
+                    if answer.status != 202:
+                        raise RuntimeError(f"the floor's request was refused: HTTP {answer.status}")
+                    db.execute(moved, ("sent", ids))
+                    sent += len(batch)
+                    requests += 1
+                    after = batch[-1][0]
+            db.close()
+            _finish(conn, started, cpu, sent=sent, requests=requests,
+                    loop=time.perf_counter() - loop_started)  # fmt: skip
     except Exception as exc:  # noqa: BLE001 - reported by the parent, which exits
         conn.send({"error": f"{type(exc).__name__}: {exc}"})
 

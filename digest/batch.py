@@ -104,7 +104,7 @@ def settle(run: Run, email: OutgoingEmail, results: list[SendResult]) -> None:
             final = [r for r in final if not r.ok]
         elif doubt:
             run.in_doubt += len(doubt)
-            final += [replace(r, error=f"{IN_DOUBT} ({r.error})") for r in doubt]
+            final += [r._replace(error=f"{IN_DOUBT} ({r.error})") for r in doubt]
         wait = None
         if again:
             hint = max((r.retry_after or 0.0 for r in again), default=0.0) or None
@@ -112,7 +112,7 @@ def settle(run: Run, email: OutgoingEmail, results: list[SendResult]) -> None:
             if wait is None:
                 gave_up = f"(gave up after {attempt} attempts)"
                 final += [
-                    replace(r, ok=False, error=f"{r.error} {gave_up}", in_doubt=False)
+                    r._replace(ok=False, error=f"{r.error} {gave_up}", in_doubt=False)
                     for r in again
                 ]
         run.ledger.record(final, retries=0, now=run.now())

@@ -432,7 +432,7 @@ class Web(_Model):
         ge=1,
         le=64,
         description="Processes of `digest serve` sharing its port, each with `threads` "
-        "threads (one per core lets a burst use every core).",
+        "threads (one per core lets busy pages use every core; one-click bursts need one).",
     )
     connection_limit: int = Field(
         1000, ge=1, description="Open connections `digest serve` accepts at once (waitress: 100)."

@@ -26,7 +26,8 @@ from digest.config import Config, Digest
 from digest.editions import Edition
 from digest.errors import DigestError, UsageError
 from digest.lifecycle import APPROVED, CANCELLED, SCHEDULED, SENDABLE, SENDING, SENT, SKIPPED
-from digest.send import Progress, SendOptions, SendSummary, send_edition, test_send
+from digest.proof import test_send
+from digest.send import Progress, SendOptions, SendSummary, send_edition
 from digest.store import Store
 from digest.store.locks import LockedError, run_lock
 from digest.subscribers import Subscriber

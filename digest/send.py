@@ -34,6 +34,7 @@ from typing import Any, Protocol
 
 from digest import compose
 from digest.batch import claim, reconcile, settle
+from digest.bulk import bulk_gc
 from digest.cancel import Scheduler, Withdrawer
 from digest.compose import ContentCache, Renderer, Row
 from digest.config import Config
@@ -42,7 +43,6 @@ from digest.errors import UsageError
 from digest.experiments.assign import Assign, edition_assigner, variants_of
 from digest.lifecycle import check_sendable
 from digest.retry import RetryPolicy, Uniform, call_transport
-from digest.subscribers import Subscriber
 from digest.tokens import LinkSigner
 from digest.transports.base import OutgoingEmail, SendResult, Transport
 
@@ -179,6 +179,7 @@ class Run:
     cache: ContentCache
     policy: RetryPolicy
     batch_id: str | None = None  # the run's provider batch for a non-strict scheduled send
+    todo: int = 0  # rows pending once prepared
     sent: int = 0
     done: int = 0
     in_doubt: int = 0
@@ -234,14 +235,14 @@ def send_edition(
     options = options or SendOptions(batch_size=config.delivery.batch_size)
     check_options(options, transport, now())
     check_sendable(edition, config.digest(edition.digest))
-    with ledger.holding(edition):
+    with ledger.holding(edition), bulk_gc():
         run = open_run(
             edition, config=config, ledger=ledger, transport=transport, secret=secret,
             now=now, options=options, render=render, sleep=sleep, rng=rng,
         )  # fmt: skip
         key = edition.key
         skipped = prepare(run, assign)
-        _send_pending(run, progress, ledger.counts(key)["pending"])
+        _send_pending(run, progress, run.todo)
         counts = ledger.counts(key)
         failures = sorted(ledger.failures(key).items(), key=lambda kv: (-kv[1], kv[0]))
     return SendSummary(
@@ -308,9 +309,9 @@ def prepare(run: Run, assign: Assign | None = None) -> int:
     run.in_doubt += reconcile(run)
     if options.retry_failed:
         ledger.retry_failed(key, now=now())
-    skipped = ledger.counts(key)["sent"]
-    ledger.suppress_inactive(key, now=now())
-    return skipped
+    counts = ledger.counts(key)
+    run.todo = counts["pending"] - ledger.suppress_inactive(key, now=now())
+    return counts["sent"]
 
 
 def _render_all(run: Run, variants: Sequence[str]) -> None:
@@ -417,48 +418,3 @@ def _composed(run: Run) -> Iterator[OutgoingEmail]:
             if len(rows) < size:
                 break
             after = rows[-1].id
-
-
-@dataclass(frozen=True)
-class _TestRow:
-    id: int
-    subscriber_id: int
-    email: str
-    name: str
-    variant: str
-    content_key: str
-
-
-def test_send(
-    edition: Edition,
-    subscriber: Subscriber,
-    to: Sequence[str],
-    *,
-    config: Config,
-    transport: Transport,
-    secret: str,
-    render: Renderer | None = None,
-) -> list[SendResult]:
-    """Send the edition as `subscriber` would receive it, to `to` only; the ledger is untouched."""
-    key = compose.content_key(subscriber.topics, edition.topics(), "A")
-    if not key:
-        raise UsageError(
-            f"{subscriber.email} follows no topic of {edition.key}: they would get nothing"
-        )
-    content = ContentCache(render or compose.default_renderer(config, edition)).get(key)
-    recipients = [
-        compose.recipient(
-            _TestRow(0, subscriber.id or 0, address, subscriber.name, "A", key),
-            links=LinkSigner(config.site.base_url, secret),
-            edition=edition,
-            test=True,
-        )
-        for address in to
-    ]
-    email = compose.compose(
-        content, recipients, config=config, edition=edition, subject_prefix="[TEST] "
-    )
-    return call_transport(transport, email)
-
-
-test_send.__test__ = False  # type: ignore[attr-defined]  # a library function, not a pytest test

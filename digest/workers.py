@@ -40,6 +40,7 @@ from sqlalchemy.engine import make_url
 from digest import compose, lifecycle, runner
 from digest import send as sending
 from digest.batch import send_batch as batch_send
+from digest.bulk import bulk_gc
 from digest.config import Config
 from digest.editions import Edition
 from digest.errors import DigestError, UsageError
@@ -439,6 +440,10 @@ class Worker:
         """Run tasks until SIGTERM or Ctrl-C (a batch in flight is finished first)."""
         with self.queue.app.open():
             self.queue.install()
+        with bulk_gc():  # a worker's life is bulk work: batch after batch
+            self._run_worker(concurrency, heartbeat)
+
+    def _run_worker(self, concurrency: int, heartbeat: float) -> None:
         self.queue.app.run_worker(
             concurrency=concurrency,
             additional_context={"digest": self},

@@ -4,6 +4,7 @@ a null one is not (beyond alpha), and assignment splits evenly and never moves a
 from __future__ import annotations
 
 import gc
+import hashlib
 import math
 
 import numpy as np
@@ -139,3 +140,13 @@ def test_assignment_is_stable_and_differs_between_editions() -> None:
     assert first == [position("weekly", "weekly/2026-W48", sid) for sid in range(100)]
     other = [position("weekly", "weekly/2026-W49", sid) for sid in range(100)]
     assert first != other
+
+
+def test_a_position_is_the_keyed_blake2b_of_edition_and_subscriber() -> None:
+    """The hash is the stored contract: a resume planned by another version of digest must
+    put everyone where the first send did."""
+    for seed, sid in (("weekly", 1), ("a seed", 123_456_789), ("x" * 80, 0)):
+        digest = hashlib.blake2b(
+            f"weekly/2026-W48:{sid}".encode(), key=seed.encode()[:64], digest_size=8
+        ).digest()
+        assert position(seed, "weekly/2026-W48", sid) == int.from_bytes(digest, "big") / 2**64

@@ -181,7 +181,7 @@ def test_what_the_prepared_parts_do_not_cover_is_built_whole_with_the_same_bytes
     email = _email(FILLER + f"{UNSUB}\n", "<p>" + "x" * 100 + f"{UNSUB}</p>\n", VALUES[:3])
     if change == {"recipients": ()}:
         change = {
-            "recipients": tuple(replace(r, email="zoë@exämple.com") for r in email.recipients)
+            "recipients": tuple(r._replace(email="zoë@exämple.com") for r in email.recipients)
         }
     email = replace(email, **change)  # type: ignore[arg-type]
     assert _assert_same(email).rebuilt == len(email.recipients)

@@ -3,7 +3,9 @@ unsubscribe that arrives mid-send is honoured."""
 
 from __future__ import annotations
 
+import gc
 import random
+import weakref
 
 import pytest
 from itsdangerous import URLSafeSerializer
@@ -11,6 +13,7 @@ from sending import KEY, NOW, SECRET, _add, _claim, _emls, _outbox, _send, editi
 from sqlalchemy import inspect
 
 from digest import tokens
+from digest.bulk import BULK_THRESHOLD, bulk_gc
 from digest.compose import Rendered, default_renderer
 from digest.config import Config
 from digest.editions import Edition
@@ -332,3 +335,42 @@ def test_results_with_a_message_id_each_are_recorded_on_their_own_rows(
     assert got[rows[4].id]["state"] == "failed"
     assert got[rows[4].id]["last_error"] == "smtp 550 5.1.1 No such mailbox"
     assert got[rows[5].id]["state"] == "sending"  # not in this call's results: untouched
+
+
+def test_a_send_collects_garbage_rarely_and_restores_the_collector(
+    config: Config, store: Store, edition: Edition
+) -> None:
+    """While sending, what existed before is frozen out of collections and young ones start
+    every BULK_THRESHOLD allocations; cyclic garbage made meanwhile is still collected, and
+    the process gets its own settings back, even when the send fails."""
+    _add(store, 6)
+    before, frozen = gc.get_threshold(), gc.get_freeze_count()
+    seen: list[tuple[tuple[int, ...], int]] = []
+    outbox = _outbox(config)
+
+    class Watching:
+        name = outbox.name
+
+        def send(self, email: OutgoingEmail) -> list[SendResult]:
+            seen.append((gc.get_threshold(), gc.get_freeze_count()))
+            return outbox.send(email)
+
+        def close(self) -> None:
+            outbox.close()
+
+    summary = _send(config, store, edition, Watching())
+    assert summary.sent == 6 and seen
+    assert all(t[0] == BULK_THRESHOLD and f > frozen for t, f in seen)
+    assert gc.get_threshold() == before and gc.get_freeze_count() == frozen
+
+    with pytest.raises(RuntimeError), bulk_gc():
+        ref = weakref.ref(_Node())  # a cycle made inside the block is still collectable
+        raise RuntimeError("a send that fails")
+    assert gc.get_threshold() == before and gc.get_freeze_count() == frozen
+    gc.collect()
+    assert ref() is None
+
+
+class _Node:
+    def __init__(self) -> None:
+        self.me = self

@@ -24,7 +24,7 @@ from sending import (  # noqa: F401  (fixtures)
     sendgrid_config,
 )
 
-from digest import send as sending
+from digest import proof
 from digest.batch import IN_DOUBT
 from digest.compose import ContentCache, default_renderer
 from digest.config import Config
@@ -192,7 +192,7 @@ def test_a_test_send_reaches_only_the_given_address_and_touches_no_row(
 ) -> None:
     cfg = sendgrid_config(config, sendgrid, monkeypatch)
     (ana,) = _add(store, 1, topics=("tech",))
-    results = sending.test_send(
+    results = proof.test_send(
         edition, ana, ["editor@example.com"], config=cfg, transport=_sendgrid(cfg), secret=SECRET
     )
     assert [r.ok for r in results] == [True]

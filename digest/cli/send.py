@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from digest import lifecycle, runner
+from digest import lifecycle, proof, runner
 from digest import send as sending
 from digest.cli import Env, iso_datetime, pass_env
 from digest.cli.periods import period_options
@@ -199,7 +199,7 @@ def _test_send(
     as_json: bool,
 ) -> None:
     subscriber = _subscriber(env, as_email)
-    results = sending.test_send(
+    results = proof.test_send(
         edition, subscriber, to, config=env.config, transport=out, secret=secret()
     )
     rows = [{"to": a, "ok": r.ok, "error": r.error} for a, r in zip(to, results, strict=False)]

@@ -43,8 +43,9 @@ def serve(
 ) -> None:
     """Serve unsubscribe, preference and signup pages and the SendGrid webhook.
 
-    With several processes, each accepts on the same port with its own threads, so a
-    burst of one-click POSTs uses every core.
+    Plain one-click POSTs are answered at the door, a burst's unsubscribes committed
+    together; with several processes, each accepts on the same port with its own
+    threads, so busy pages use every core.
 
     \b
     Example:

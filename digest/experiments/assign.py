@@ -28,10 +28,19 @@ Assign = Callable[[int, Sequence[str]], tuple[str, str] | None]
 
 def position(seed: str, edition_key: str, subscriber_id: int) -> float:
     """The subscriber's place in [0, 1) for this edition's experiment; keyed BLAKE2b."""
-    digest = hashlib.blake2b(
-        f"{edition_key}:{subscriber_id}".encode(), key=seed.encode()[:64], digest_size=8
-    ).digest()
-    return int.from_bytes(digest, "big") / 2**64
+    return positions(seed, edition_key)(subscriber_id)
+
+
+def positions(seed: str, edition_key: str) -> Callable[[int], float]:
+    """`position` for one edition, the key and the edition's prefix hashed once."""
+    start = hashlib.blake2b(f"{edition_key}:".encode(), key=seed.encode()[:64], digest_size=8)
+
+    def place(subscriber_id: int) -> float:
+        hashed = start.copy()
+        hashed.update(b"%d" % subscriber_id)
+        return int.from_bytes(hashed.digest(), "big") / 2**64
+
+    return place
 
 
 def variant_for(u: float, keys: Sequence[str], test_share: float) -> str | None:
@@ -54,10 +63,10 @@ def edition_assigner(config: Config, edition: Edition) -> Assign:
     if experiment is None:
         return lambda _id, mine: planned(tuple(mine), DEFAULT_VARIANT, DEFAULT_VARIANT)
     keys = [v.key for v in experiment.variants]
-    seed, share = seed_of(config, edition.digest), experiment.test_share
+    place, share = positions(seed_of(config, edition.digest), edition.key), experiment.test_share
 
     def assign(subscriber_id: int, mine: Sequence[str]) -> tuple[str, str] | None:
-        variant = variant_for(position(seed, edition.key, subscriber_id), keys, share)
+        variant = variant_for(place(subscriber_id), keys, share)
         return None if variant is None else planned(tuple(mine), variant, variant)
 
     return assign

@@ -18,7 +18,7 @@ from sqlalchemy import Connection, Select, and_, bindparam, func, or_, select, u
 
 from digest.editions import Edition
 from digest.errors import UsageError
-from digest.store.ledger import PENDING, chunks
+from digest.store.ledger import PENDING, chunks, driver_rows
 from digest.store.locks import edition_lock
 from digest.store.planning import Planning
 from digest.store.schema import changed, deliveries, editions, provider_holds, subscribers
@@ -91,7 +91,8 @@ class DeliveryStore(Planning):
             *_due(due),
         )
         with self.engine.connect() as conn:
-            return [LedgerRow._make(r) for r in conn.execute(query.order_by(_d.id).limit(limit))]
+            rows = driver_rows(conn.execute(query.order_by(_d.id).limit(limit)))
+        return list(map(LedgerRow._make, rows))
 
     def batches(
         self, edition_key: str, size: int, *, due: datetime | None = None
@@ -110,7 +111,7 @@ class DeliveryStore(Planning):
                 .order_by(_d.id)
             )
             with self.engine.connect() as conn:  # one read per content key, split here
-                ids = list(conn.execute(query).scalars().all())
+                ids = [row[0] for row in driver_rows(conn.execute(query))]
             for start in range(0, len(ids), size):
                 yield content_key, ids[start : start + size]
 
@@ -122,8 +123,8 @@ class DeliveryStore(Planning):
         query = self._rows().add_columns(_d.edition_key).where(self._in_ids, PENDING)
         with self.engine.connect() as conn:
             for chunk in chunks(sorted(ids)):
-                rows = conn.execute(query.order_by(_d.id), self._ids(chunk))
-                found.extend(LedgerRow._make(r[:-1]) for r in rows if r[-1] == edition_key)
+                rows = driver_rows(conn.execute(query.order_by(_d.id), self._ids(chunk)))
+                found += (LedgerRow._make(r[:-1]) for r in rows if r[-1] == edition_key)
         return found
 
     @staticmethod
@@ -153,45 +154,39 @@ class DeliveryStore(Planning):
             .scalar_subquery()
         )
         active = func.coalesce(status, "") == "active"  # a subscriber gone is not active
+        # by primary key only: naming the edition too would let SQLite pick the index in
+        # send order and scan every row of the edition
+        mine = and_(self._in_ids, PENDING)
+        take = (
+            update(deliveries)
+            .where(mine, active)
+            .values(
+                state="sending",
+                attempts=_d.attempts + 1,
+                provider_batch_id=batch_id,
+                provider_message_id=None,
+                last_error=None,
+                sent_at=scheduled_at,
+                updated_at=now,
+            )
+            .returning(_d.id)
+        )
+        suppress = (
+            update(deliveries)
+            .where(mine, ~active)
+            .values(state="suppressed", last_error=GONE, updated_at=now)
+            .returning(_d.id)
+        )
 
         def work(conn: Connection) -> tuple[set[int], int]:
             claimed: set[int] = set()
             gone = 0
             for chunk in chunks(list(ids)):
-                # by primary key only: naming the edition too would let SQLite pick the
-                # index in send order and scan every row of the edition
-                mine = and_(self._in_ids, PENDING)
-                taken = set(
-                    conn.execute(
-                        update(deliveries)
-                        .where(mine, active)
-                        .values(
-                            state="sending",
-                            attempts=_d.attempts + 1,
-                            provider_batch_id=batch_id,
-                            provider_message_id=None,
-                            last_error=None,
-                            sent_at=scheduled_at,
-                            updated_at=now,
-                        )
-                        .returning(_d.id),
-                        self._ids(chunk),
-                    )
-                    .scalars()
-                    .all()
-                )
+                taken = {row[0] for row in driver_rows(conn.execute(take, self._ids(chunk)))}
                 claimed |= taken
                 rest = [i for i in chunk if i not in taken]
                 if rest:  # left, or taken by another send (those stay as they are)
-                    gone += len(
-                        conn.execute(
-                            update(deliveries)
-                            .where(mine, ~active)
-                            .values(state="suppressed", last_error=GONE, updated_at=now)
-                            .returning(_d.id),
-                            self._ids(rest),
-                        ).all()
-                    )
+                    gone += len(driver_rows(conn.execute(suppress, self._ids(rest))))
             return claimed, gone
 
         # durable: a claim lost to a power cut would send its rows again

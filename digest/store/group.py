@@ -51,27 +51,36 @@ class GroupCommit(Generic[Item, Result]):
         BusyError if the database stayed locked for `wait` seconds: then the item was
         not written (it was withdrawn from the queue, or its transaction rolled back).
         """
-        pending: _Pending[Item, Result] = _Pending(item)
+        return self.submit_many([item], wait=wait)[0]
+
+    def submit_many(self, items: Sequence[Item], *, wait: float) -> list[Result]:
+        """`submit` for several items at once, which go to the database together."""
+        if not items:
+            return []
+        pending: list[_Pending[Item, Result]] = [_Pending(item) for item in items]
         with self._guard:
-            self._queue.append(pending)
+            self._queue.extend(pending)
         if not self._turn.acquire(timeout=max(wait, 0.0)):
             with self._guard:
-                if pending in self._queue:  # nobody took it: it will never be written
-                    self._queue.remove(pending)
+                # queued together, they are taken together: the first says for all
+                if pending[0] in self._queue:  # nobody took them: they will never be written
+                    mine = set(map(id, pending))
+                    self._queue = [p for p in self._queue if id(p) not in mine]
                     raise BusyError(
                         f"store: {self._what}: the database stayed locked for {wait:g} s",
                         hint="another command is writing; nothing was changed",
                     )
-            # A batch in flight holds it: its outcome, whichever it is, is this item's.
+            # A batch in flight holds them: its outcome, whichever it is, is theirs.
             self._turn.acquire()
         try:
-            if not pending.done:
+            if not pending[0].done:
                 self._lead(wait)
         finally:
             self._turn.release()
-        if pending.error is not None:
-            raise pending.error
-        return pending.result  # type: ignore[return-value]
+        for p in pending:
+            if p.error is not None:
+                raise p.error
+        return [p.result for p in pending]  # type: ignore[misc]
 
     def _lead(self, wait: float) -> None:
         with self._guard:

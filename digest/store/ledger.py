@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import orjson
 from sqlalchemy import (
     Connection,
+    CursorResult,
     Engine,
     Integer,
     Text,
@@ -81,3 +82,11 @@ def chunks(ids: list[int]) -> Iterator[list[int]]:
     """The ids in lists of at most ONE_PARAMETER, each bound as a statement's one parameter."""
     for start in range(0, len(ids), ONE_PARAMETER):
         yield ids[start : start + ONE_PARAMETER]
+
+
+def driver_rows(result: CursorResult[Any]) -> Sequence[Any]:
+    """The result's rows as the driver's own tuples, for columns that need no conversion
+    (ids, text): at a batch's or a chunk's thousands of rows, skipping the result's own
+    row objects halves the cost of reading them."""
+    with result:
+        return result.cursor.fetchall()

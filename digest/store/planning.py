@@ -27,7 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 
-from digest.store.ledger import PENDING, LedgerBase
+from digest.store.ledger import PENDING, LedgerBase, driver_rows
 from digest.store.schema import UTCDateTime, audiences, changed, deliveries, subscribers
 
 PLAN_CHUNK = 10_000  # subscribers read per planning transaction
@@ -37,6 +37,13 @@ _d = deliveries.c
 
 # A row to plan: subscriber id, email, name, content key, variant, moment (stored form) or None
 Planned = tuple[int, str, str, str, str, str | None]
+
+# SQLite plans a chunk in one executemany of plain tuples, bound by the driver in C
+_SQLITE_PLAN = (
+    "INSERT INTO deliveries (edition_key, subscriber_id, email, name, content_key, variant, "
+    "send_after, created_at, updated_at, state, attempts) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?8, ?8, 'pending', 0) ON CONFLICT DO NOTHING"
+)
 
 
 class Planning(LedgerBase):
@@ -57,7 +64,7 @@ class Planning(LedgerBase):
         subscribers who chose that digest are planned (no choice means the first digest).
         With `moment(zone)`, each row gets the moment of its subscriber's time zone.
 
-        Each chunk is one INSERT … SELECT sorted by content key, so the rows a send batch
+        Each chunk is written in one statement, sorted by content key, so the rows a send batch
         claims together sit side by side in the table: claiming and recording a batch
         then touches a few dozen pages, not one page per row.
         """
@@ -87,7 +94,7 @@ class Planning(LedgerBase):
 
         def chunk(conn: Connection, last: int) -> tuple[int, int | None]:
             """Plan one chunk of subscribers in one commit: (rows added, last id read)."""
-            rows = conn.execute(query, {"last": last}).all()
+            rows = driver_rows(conn.execute(query, {"last": last}))
             if not rows:
                 return 0, None
             planned: list[Planned] = []
@@ -109,10 +116,13 @@ class Planning(LedgerBase):
             planned.sort(key=_by_content)  # a content key's rows side by side, by id
             if not planned:
                 return 0, rows[-1][0]
+            if not self._postgres:
+                at_now = stamp(now)
+                values = [(edition_key, *row, at_now) for row in planned]
+                return conn.exec_driver_sql(_SQLITE_PLAN, values).rowcount, rows[-1][0]
             insert = self._insert_planned(edition_key, planned, now)
-            if self._postgres:  # rowcount there is -1 for ON CONFLICT DO NOTHING
-                return changed(conn, insert, _d.id), rows[-1][0]
-            return conn.execute(insert).rowcount, rows[-1][0]
+            # counted from RETURNING: rowcount there is -1 for ON CONFLICT DO NOTHING
+            return changed(conn, insert, _d.id), rows[-1][0]
 
         last: int | None = 0
         total = 0
@@ -173,34 +183,27 @@ class Planning(LedgerBase):
         return self._write("stamp send moments", work)
 
     def _insert_planned(self, edition_key: str, planned: list[Planned], now: datetime) -> Any:
-        """INSERT … SELECT of the Planned rows, which travel as one parameter, a JSON array
-        of arrays that the database takes apart: one statement for a whole chunk, with no
-        per-row parameter handling (orjson writes it in C; arrays of text were quoted value
-        by value in Python, a third of planning's time on PostgreSQL)."""
-        rows_json = bindparam("rows", orjson.dumps(planned).decode(), type_=Text)
-        fields: list[Any]
-        if self._postgres:
-            source = (
-                # jsonb: parsed once (each ->> on json parses its element again: 4x slower)
-                func.jsonb_array_elements(cast(rows_json, JSONB))
-                .table_valued("value", with_ordinality="position")
-                .render_derived()
+        """PostgreSQL: INSERT … SELECT of the Planned rows, which travel as one parameter, a
+        JSON array of arrays (written by orjson in C) that the server takes apart as jsonb:
+        one statement for a whole chunk, no per-row parameters. (Six text arrays were
+        quoted value by value in Python: a third of planning's time. As json rather than
+        jsonb, each ->> parses its element again: four times slower.)"""
+        source = (
+            func.jsonb_array_elements(
+                cast(bindparam("rows", orjson.dumps(planned).decode(), type_=Text), JSONB)
             )
-            order = source.c.position
-            item = [
-                source.c.value.op("->>", return_type=Text)(literal_column(str(i))) for i in range(6)
-            ]
-            fields = [cast(item[0], Integer), *item[1:5], cast(item[5], DateTime())]
-        else:
-            source = func.json_each(rows_json).table_valued("value", "key")
-            order = source.c.key
-            fields = [func.json_extract(source.c.value, f"$[{i}]") for i in range(6)]
-        sid, email, name, key, variant, at = fields
+            .table_valued("value", with_ordinality="position")
+            .render_derived()
+        )
+        item = [
+            source.c.value.op("->>", return_type=Text)(literal_column(str(i))) for i in range(6)
+        ]
+        sid, email, name, key, variant, at = item
         rows = select(
-            literal(edition_key, String), sid, email, name, variant, key,
+            literal(edition_key, String), cast(sid, Integer), email, name, variant, key,
             literal("pending", String), literal(0, Integer),
-            literal(now, UTCDateTime), literal(now, UTCDateTime), at,
-        ).where(sid.is_not(None)).order_by(order)  # fmt: skip
+            literal(now, UTCDateTime), literal(now, UTCDateTime), cast(at, DateTime()),
+        ).order_by(source.c.position)  # fmt: skip
         columns = ["edition_key", "subscriber_id", "email", "name", "variant", "content_key",
                    "state", "attempts", "created_at", "updated_at", "send_after"]  # fmt: skip
         return self._insert_ignore().from_select(columns, rows)

@@ -60,12 +60,12 @@ def _values(s: Subscriber) -> dict[str, Any]:
 
 
 # Built once: the one-click path runs them under load, and building costs more than running.
-# Executed with one parameter set per unsubscribe of a batch (see `unsubscribe`).
+# One UPDATE for all the ids of a batch that share a reason and a time (a burst's do):
+# executemany with one parameter set per id spent 45 µs of CPU a row binding them.
 _UNSUBSCRIBE = (
     subscribers.update()
-    .where(subscribers.c.id == bindparam("sid"))
-    # not NOT IN (...): an expanding list cannot go through executemany
-    .where(*(subscribers.c.status != status for status in sorted(SUPPRESSED)))
+    .where(subscribers.c.id.in_(bindparam("sids", expanding=True)))
+    .where(subscribers.c.status.not_in(sorted(SUPPRESSED)))
     .values(status="unsubscribed", status_reason=bindparam("why"), updated_at=bindparam("at"))
 )
 _EMAILS_OF = select(subscribers.c.id, subscribers.c.email).where(
@@ -242,16 +242,29 @@ class SubscriberStore:
         """
         return self._unsubscribes.submit((subscriber_id, reason, now), wait=wait)
 
+    def unsubscribe_many(
+        self, items: Sequence[tuple[int, str, datetime]], *, wait: float = WAIT_SECONDS
+    ) -> list[str | None]:
+        """`unsubscribe` for several (subscriber id, reason, time) at once, in one
+        transaction with whatever else is queued; an address or None for each."""
+        return self._unsubscribes.submit_many(items, wait=wait)
+
     def _unsubscribe_batch(
         self, batch: Sequence[tuple[int, str, datetime]], wait: float
     ) -> list[str | None]:
-        given = [{"sid": sid, "why": why, "at": at} for sid, why, at in batch]
-        ids = sorted({sid for sid, _, _ in batch})
+        first: dict[int, tuple[str, datetime]] = {}  # an id asked twice keeps its first reason
+        for sid, why, at in batch:
+            first.setdefault(sid, (why, at))
+        groups: dict[tuple[str, datetime], list[int]] = {}
+        for sid, why_at in first.items():
+            groups.setdefault(why_at, []).append(sid)
+        ids = sorted(first)
         deadline = time.monotonic() + wait
 
         def write() -> dict[int, str]:
             with self.engine.connect() as conn, _bounded(conn, deadline):
-                conn.execute(_UNSUBSCRIBE, given)
+                for (why, at), sids in groups.items():
+                    conn.execute(_UNSUBSCRIBE, {"sids": sids, "why": why, "at": at})
                 return {r.id: r.email for r in conn.execute(_EMAILS_OF, {"sids": ids})}
 
         try:

@@ -229,7 +229,7 @@ def _unique(values: Iterable[str]) -> list[str]:
 
 
 def _all(ids: list[int], *, ok: bool, **fields: Any) -> list[SendResult]:
-    return [SendResult(delivery_id=i, ok=ok, **fields) for i in ids]
+    return [SendResult(i, ok, **fields) for i in ids]
 
 
 def _provider_message(body: bytes | str | None) -> str:

@@ -21,6 +21,7 @@ from digest.transports import make_transport
 from digest.transports.base import Transport
 from digest.web import archive, health, preferences, subscribe, unsubscribe, webhook
 from digest.web.context import EXTENSION, SECURITY_HEADERS, WebContext, WebStore
+from digest.web.oneclick import EXTENSION as ONE_CLICK
 from digest.web.oneclick import OneClick
 
 MAX_BODY_BYTES = 10 * 1024 * 1024
@@ -66,9 +67,11 @@ def create_app(
     app.context_processor(lambda: {"site": config.site})
     with app.test_request_context():  # the pages the one-click path answers errors with
         pages = {400: _bad_link(BadToken(BAD_LINK))[0], 503: _unavailable_page()}
-    app.wsgi_app = OneClick(  # type: ignore[method-assign]
+    one_click = OneClick(
         app.wsgi_app, ctx, pages={k: v.encode() for k, v in pages.items()}, logger=app.logger
     )
+    app.wsgi_app = one_click  # type: ignore[method-assign]
+    app.extensions[ONE_CLICK] = one_click  # `digest serve` answers plain ones before WSGI
     return app
 
 

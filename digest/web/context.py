@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -48,6 +48,9 @@ class WebSubscribers(Protocol):
     def unsubscribe(
         self, subscriber_id: int, *, reason: str, now: datetime, wait: float
     ) -> str | None: ...
+    def unsubscribe_many(
+        self, items: Sequence[tuple[int, str, datetime]], *, wait: float
+    ) -> list[str | None]: ...
 
 
 class WebStore(Protocol):

@@ -5,7 +5,8 @@ it gets back. So `POST /u/<token>` with neither `via` nor `topic` in its form is
 here: check the token, unsubscribe (the store commits before it returns, sharing one
 transaction with the other unsubscribes of the moment), answer a short fixed page. No
 request context, template or cookie. Everything else, including the unsubscribe page's
-own form (`via=page`, `topic`), goes on to Flask unchanged.
+own form (`via=page`, `topic`), goes on to Flask unchanged. `digest serve` answers the
+plainest one-clicks before they become WSGI requests (`front`), through `answer_many`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import html
 import io
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
@@ -22,13 +23,16 @@ from werkzeug.formparser import parse_form_data
 from digest.errors import BusyError
 from digest.tokens import BadToken, read_token
 from digest.web.context import SECURITY_HEADERS, WebContext
+from digest.web.wire import PAGE_FIELDS
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 MAX_FORM_BYTES = 64 * 1024  # a one-click body is 26 bytes; anything larger goes to Flask
-PAGE_FIELDS = frozenset({"via", "topic"})  # the unsubscribe page's form, for Flask
 REASON = "one-click"
+EXTENSION = "digest.one-click"  # where create_app keeps the OneClick, for the server
+# An answer's headers but its length, as Flask with the app's `_secure` would send them
+HEADERS = [("Content-Type", "text/html; charset=utf-8"), *SECURITY_HEADERS.items()]
 
 _PAGE = """<!doctype html>
 <html lang="en">
@@ -63,11 +67,12 @@ class OneClick:
     ) -> None:
         self._app = app
         self._ctx = ctx
-        self._pages = pages
-        self._logger = logger
+        self.logger = logger
         self._site = html.escape(ctx.config.site.name)
         self._names = {d.key: [d.name] for d in ctx.config.digests}
         self._all_names = [d.name for d in ctx.config.digests]
+        self._bad = ("400 BAD REQUEST", pages[400])
+        self.busy = ("503 SERVICE UNAVAILABLE", pages[503])
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path: str = environ.get("PATH_INFO", "")
@@ -77,30 +82,39 @@ class OneClick:
         fields = _form(environ) if token and "/" not in token else None
         if fields is None or fields & PAGE_FIELDS:
             return self._app(environ, start_response)
-        status, body = self._unsubscribe(token)
-        headers = [
-            ("Content-Type", "text/html; charset=utf-8"),
-            ("Content-Length", str(len(body))),
-            *SECURITY_HEADERS.items(),
-        ]
-        start_response(status, headers)
+        ((status, body),) = self.answer_many([token], wait=self._ctx.config.web.write_wait)
+        start_response(status, [*HEADERS, ("Content-Length", str(len(body)))])
         return [body]
 
-    def _unsubscribe(self, token: str) -> tuple[str, bytes]:
+    def answer_many(self, tokens: Sequence[str], *, wait: float) -> list[tuple[str, bytes]]:
+        """The status and page for each one-click token, once every unsubscribe among them
+        has committed (in one transaction, with whatever else is queued at the moment).
+
+        A bad token gets 400 and writes nothing; if the database stayed locked for `wait`
+        seconds, every good one gets 503 and nothing was written.
+        """
         ctx = self._ctx
+        payloads: list[dict[str, Any] | None] = []
+        for token in tokens:
+            try:
+                payloads.append(read_token(ctx.secret, "unsubscribe", token))
+            except BadToken:
+                payloads.append(None)
+        now = ctx.now()
+        items = [(p["s"], REASON, now) for p in payloads if p is not None]
         try:
-            payload = read_token(ctx.secret, "unsubscribe", token)
-            email = ctx.store.subscribers.unsubscribe(
-                payload["s"], reason=REASON, now=ctx.now(), wait=ctx.config.web.write_wait
-            )
-        except BadToken:
-            return "400 BAD REQUEST", self._pages[400]
+            emails = iter(ctx.store.subscribers.unsubscribe_many(items, wait=wait))
         except BusyError as exc:
-            self._logger.error("%s", exc)
-            return "503 SERVICE UNAVAILABLE", self._pages[503]
-        if email is None:  # same answer as a bad signature: ids must not be guessable
-            return "400 BAD REQUEST", self._pages[400]
-        return "200 OK", self._page(email, str(payload.get("e", "")))
+            self.logger.error("%s", exc)
+            return [self._bad if p is None else self.busy for p in payloads]
+        answers = []
+        for payload in payloads:
+            email = None if payload is None else next(emails)
+            if payload is None or email is None:  # unknown ids look like bad signatures
+                answers.append(self._bad)
+            else:
+                answers.append(("200 OK", self._page(email, str(payload.get("e", "")))))
+        return answers
 
     def _page(self, email: str, edition_key: str) -> bytes:
         """The subscriber's address and the digest the email came from (else every digest)."""

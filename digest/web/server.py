@@ -23,10 +23,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from flask import Flask
 from waitress.channel import HTTPChannel  # type: ignore[import-untyped]
 from waitress.server import create_server  # type: ignore[import-untyped]
 
 from digest.config import Web
+from digest.web.front import FrontChannel, Lane
+from digest.web.oneclick import EXTENSION as ONE_CLICK
 
 
 class BurstChannel(HTTPChannel):  # type: ignore[misc]
@@ -64,15 +67,22 @@ class EveryFew(logging.Filter):
         return True
 
 
-def make_server(app: Any, settings: Web, *, listener: socket.socket, threads: int) -> Any:
+def make_server(app: Flask, settings: Web, *, listener: socket.socket, threads: int) -> Any:
     """A waitress server for `app` (not yet running) on `listener`, with `settings`'
-    connection limit."""
+    connection limit, that answers plain one-click POSTs itself (`front`)."""
     for name in ("waitress", "waitress.queue"):
         logging.getLogger(name).addFilter(EveryFew(10.0))
     server = create_server(
         app, sockets=[listener], threads=threads, connection_limit=settings.connection_limit
     )
-    server.channel_class = BurstChannel
+    server.channel_class = FrontChannel
+    server.waitress_channel = BurstChannel
+    server.lane = Lane(
+        app.extensions[ONE_CLICK],
+        wake=server.pull_trigger,
+        ident=server.adj.ident,
+        wait=settings.write_wait,
+    )
     return server
 
 
