@@ -35,6 +35,7 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 
 import argparse
 import contextlib
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -233,6 +234,7 @@ def _run(
         with admin.begin() as conn:
             conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
         admin.dispose()
+        shutil.rmtree(folder, ignore_errors=True)  # its worker logs were shown on failure
 
 
 def _timed(
