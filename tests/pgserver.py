@@ -1,5 +1,8 @@
 """Run a command beside a throwaway PostgreSQL server: `python tests/pgserver.py CMD...`.
 
+`-c NAME=VALUE` before the command sets a server option (any number of times), e.g.
+`-c shared_preload_libraries=pg_stat_statements` to see where the server's time goes.
+
 The server listens on a free loopback port with its data in a temp dir, and is stopped
 and deleted when the command ends, whether it passed or not. The command finds it in
 DIGEST_TEST_POSTGRES (a SQLAlchemy URL of an empty database). PostgreSQL refuses to run
@@ -71,9 +74,21 @@ def _stop_on_term(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)  # runs the `finally` that stops the server
 
 
-def main(command: list[str]) -> int:
+def split_settings(args: list[str]) -> tuple[list[str], list[str]]:
+    """The `-c NAME=VALUE` options before the command, and the command."""
+    settings: list[str] = []
+    while len(args) >= 2 and args[0] == "-c":
+        if "=" not in args[1]:
+            sys.exit(f"pgserver: -c {args[1]}: expected NAME=VALUE")
+        settings.append(args[1])
+        args = args[2:]
+    return settings, args
+
+
+def main(args: list[str]) -> int:
+    settings, command = split_settings(args)
     if not command:
-        sys.exit("usage: python tests/pgserver.py COMMAND [ARGS...]")
+        sys.exit("usage: python tests/pgserver.py [-c NAME=VALUE]... COMMAND [ARGS...]")
     signal.signal(signal.SIGTERM, _stop_on_term)
     bindir = find_bin() or install()
     root = Path(tempfile.mkdtemp(prefix="digest-pg-"))
@@ -108,6 +123,7 @@ def main(command: list[str]) -> int:
             stdout=subprocess.DEVNULL,
         )
         options = f"-h 127.0.0.1 -p {port} -k {sockets} -c fsync=off -c full_page_writes=off"
+        options += "".join(f" -c {setting}" for setting in settings)
         subprocess.run(
             as_server_user(
                 [

@@ -10,6 +10,7 @@ import weakref
 import pytest
 from itsdangerous import URLSafeSerializer
 from sending import KEY, NOW, SECRET, _add, _claim, _emls, _outbox, _send, edition, sendgrid  # noqa: F401  (fixtures)
+from sqlalchemy import inspect
 
 from digest import tokens
 from digest.bulk import BULK_THRESHOLD, bulk_gc
@@ -203,20 +204,63 @@ def test_only_the_batch_in_flight_is_ever_claimed(
 def test_a_subscriber_who_leaves_after_their_batch_was_composed_is_not_sent(
     config: Config, store: Store, edition: Edition
 ) -> None:
-    subs = _add(store, 3)
+    subs = _add(store, 4)
     store.deliveries.plan(KEY, lambda _i, _t: ("politics|A", "A"), now=NOW)
     rows = store.deliveries.pending(KEY, "politics|A", 5)  # read and composed, not claimed
-    assert store.deliveries.counts(KEY)["pending"] == 3
+    assert store.deliveries.counts(KEY)["pending"] == 4
     store.subscribers.set_status(subs[1].id or 0, "unsubscribed", reason="link", now=NOW)
+    assert store.subscribers.delete(subs[3].id or 0)  # gone altogether
     claimed, gone = store.deliveries.claim(
         KEY, [r.id for r in rows], batch_id=None, scheduled_at=None, now=NOW
     )
-    assert claimed == {rows[0].id, rows[2].id} and gone == 1
+    assert claimed == {rows[0].id, rows[2].id} and gone == 2
     again, _ = store.deliveries.claim(
         KEY, [r.id for r in rows], batch_id=None, scheduled_at=None, now=NOW
     )
     assert again == set()  # rows already claimed are never claimed twice
-    assert store.deliveries.counts(KEY)["suppressed"] == 1
+    assert store.deliveries.counts(KEY)["suppressed"] == 2
+
+
+def test_a_batch_reads_only_its_own_editions_rows_still_pending(
+    store: Store, edition: Edition
+) -> None:
+    _add(store, 4)
+    store.deliveries.plan(KEY, lambda _i, _t: ("politics|A", "A"), now=NOW)
+    store.deliveries.plan("weekly/other", lambda _i, _t: ("politics|A", "A"), now=NOW)
+    ours = [r["id"] for r in store.deliveries.rows(KEY)]
+    theirs = [r["id"] for r in store.deliveries.rows("weekly/other")]
+    _claim(store, 1)  # the first of ours is no longer pending
+    rows = store.deliveries.pending_of(KEY, [*theirs, *reversed(ours)])
+    assert [r.id for r in rows] == ours[1:]
+    assert {r.email for r in rows} == {f"reader{i}@example.org" for i in (1, 2, 3)}
+
+
+def test_claiming_and_recording_a_row_writes_no_index_entry(store: Store, edition: Edition) -> None:
+    """No index of the ledger names a column a state move changes; on PostgreSQL each row
+    then keeps its page (a heap-only update) from planned through claimed to sent."""
+    _add(store, 60)
+    store.deliveries.plan(KEY, lambda _i, _t: ("politics|A", "A"), now=NOW)
+    moved = {"state", "attempts", "provider_message_id", "provider_batch_id", "last_error",
+             "updated_at", "sent_at"}  # fmt: skip
+    for index in inspect(store.engine).get_indexes("deliveries"):
+        assert not moved & set(index["column_names"]), index
+        assert not any(index.get("dialect_options", {}).values()), index  # no predicate
+    postgres = store.engine.dialect.name == "postgresql"
+    pages = "SELECT id, (ctid::text::point)[0] FROM deliveries ORDER BY id"
+    with store.engine.connect() as conn:
+        before = conn.exec_driver_sql(pages).all() if postgres else []
+    rows = _claim(store, 60)
+    store.deliveries.record(
+        [SendResult(r.id, ok=True, message_id="<m@example.com>") for r in rows], retries=0, now=NOW
+    )
+    assert store.deliveries.counts(KEY)["sent"] == 60
+    if postgres:
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql(pages).all() == before
+            options = conn.exec_driver_sql(
+                "SELECT reloptions FROM pg_class WHERE oid = 'deliveries'::regclass"
+            ).scalar()
+        assert options == ["fillfactor=45"]
 
 
 def test_a_template_error_is_found_before_any_row_is_planned(

@@ -31,7 +31,7 @@ from digest.store.schema import deliveries
 T = TypeVar("T")
 
 _d = deliveries.c
-# Written out, not bound: only then may a query use the index of pending rows.
+# Written out, not bound: the planner sees the state a query asks for.
 PENDING = _d.state == literal_column("'pending'")
 
 # A batch's row ids travel as one parameter (a JSON array for SQLite's json_each, an

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import (
     Connection,
     DateTime,
@@ -18,12 +19,13 @@ from sqlalchemy import (
     cast,
     func,
     literal,
+    literal_column,
     select,
     text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import JSONB
 
 from digest.store.ledger import PENDING, LedgerBase, driver_rows
 from digest.store.schema import UTCDateTime, audiences, changed, deliveries, subscribers
@@ -129,11 +131,11 @@ class Planning(LedgerBase):
             added, last = self._write("plan", lambda conn: chunk(conn, at))  # noqa: B023
             total += added
         if total and self._postgres:
-            # Fresh statistics: PostgreSQL otherwise still believes the index of pending
-            # rows nearly empty, and has each claim scan all of it (a cost that grows with
-            # the edition) instead of reading its rows by primary key.
+            # Fresh statistics of the ledger (the subscribers did not change): without
+            # them PostgreSQL knows neither how many rows the edition has nor that ids
+            # follow the pages, and reads a batch's 1,000 rows by scanning the table.
             with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                conn.execute(text("ANALYZE deliveries, subscribers"))
+                conn.execute(text("ANALYZE deliveries"))
         return total
 
     def fix_audience(self, edition_key: str, *, now: datetime) -> None:
@@ -181,27 +183,27 @@ class Planning(LedgerBase):
         return self._write("stamp send moments", work)
 
     def _insert_planned(self, edition_key: str, planned: list[Planned], now: datetime) -> Any:
-        """PostgreSQL: INSERT … SELECT FROM unnest(…) of the Planned rows, which travel as
-        one array per column: one statement for a whole chunk, no per-row parameters."""
-        sids, emails, names, keys, variants, ats = (list(c) for c in zip(*planned, strict=True))
+        """PostgreSQL: INSERT … SELECT of the Planned rows, which travel as one parameter, a
+        JSON array of arrays (written by orjson in C) that the server takes apart as jsonb:
+        one statement for a whole chunk, no per-row parameters. (Six text arrays were
+        quoted value by value in Python: a third of planning's time. As json rather than
+        jsonb, each ->> parses its element again: four times slower.)"""
         source = (
-            func.unnest(
-                bindparam("sids", sids, type_=ARRAY(Integer)),
-                bindparam("emails", emails, type_=ARRAY(Text)),
-                bindparam("names", names, type_=ARRAY(Text)),
-                bindparam("keys", keys, type_=ARRAY(Text)),
-                bindparam("variants", variants, type_=ARRAY(Text)),
-                bindparam("ats", ats, type_=ARRAY(Text)),
+            func.jsonb_array_elements(
+                cast(bindparam("rows", orjson.dumps(planned).decode(), type_=Text), JSONB)
             )
-            .table_valued("sid", "email", "name", "key", "variant", "at")
+            .table_valued("value", with_ordinality="position")
             .render_derived()
         )
-        c = source.c
+        item = [
+            source.c.value.op("->>", return_type=Text)(literal_column(str(i))) for i in range(6)
+        ]
+        sid, email, name, key, variant, at = item
         rows = select(
-            literal(edition_key, String), c.sid, c.email, c.name, c.variant, c.key,
+            literal(edition_key, String), cast(sid, Integer), email, name, variant, key,
             literal("pending", String), literal(0, Integer),
-            literal(now, UTCDateTime), literal(now, UTCDateTime), cast(c.at, DateTime()),
-        )  # fmt: skip
+            literal(now, UTCDateTime), literal(now, UTCDateTime), cast(at, DateTime()),
+        ).order_by(source.c.position)  # fmt: skip
         columns = ["edition_key", "subscriber_id", "email", "name", "variant", "content_key",
                    "state", "attempts", "created_at", "updated_at", "send_after"]  # fmt: skip
         return self._insert_ignore().from_select(columns, rows)
