@@ -102,6 +102,7 @@ class Ledger(Protocol):
     ) -> None: ...
     def scheduled(self, edition_key: str, *, now: datetime) -> list[tuple[str, datetime]]: ...
     def counts(self, edition_key: str) -> dict[str, int]: ...
+    def total(self, edition_key: str) -> int: ...
     def failures(self, edition_key: str) -> dict[str, int]: ...
 
 
@@ -294,7 +295,8 @@ def open_run(
 def prepare(run: Run, assign: Assign | None = None) -> int:
     """Everything before the first batch, under the edition's lock: render every content,
     plan the audience (once), reconcile what a crash left in `sending`, requeue failed rows
-    if asked, suppress rows of subscribers who left. Returns the rows sent before."""
+    if asked, suppress rows of subscribers who left (the last three only when the edition
+    had rows before this run). Returns the rows sent before."""
     ledger, edition, options, now = run.ledger, run.edition, run.options, run.now
     key = edition.key
     _render_all(run, variants_of(run.config, edition))
@@ -302,8 +304,14 @@ def prepare(run: Run, assign: Assign | None = None) -> int:
     if options.include_new or not fixed:
         first = run.config.digests[0].key == edition.digest
         planner = assign or edition_assigner(run.config, edition)
-        ledger.plan(key, planner, now=now(), digest=(edition.digest, first), moment=options.moments)
+        moment = options.moments
+        added = ledger.plan(key, planner, now=now(), digest=(edition.digest, first), moment=moment)
         ledger.fix_audience(key, now=now())
+        if added == ledger.total(key):
+            # Every row was planned just now, from active subscribers: nothing is in doubt,
+            # failed or sent, and each claim still checks its subscriber is active.
+            run.todo = added
+            return 0
     if options.moments is not None and fixed:  # rows an earlier run planned without a moment
         ledger.stamp_send_after(key, options.moments, now=now())
     run.in_doubt += reconcile(run)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import random
 import weakref
+from typing import Any
 
 import pytest
 from itsdangerous import URLSafeSerializer
@@ -374,3 +375,26 @@ def test_a_send_collects_garbage_rarely_and_restores_the_collector(
 class _Node:
     def __init__(self) -> None:
         self.me = self
+
+
+def test_subscribers_who_leave_while_a_first_send_plans_are_suppressed_not_sent(
+    config: Config, store: Store, edition: Edition
+) -> None:
+    """A first send skips the upfront sweep of departed subscribers (every row was just
+    planned from active ones); those who leave or are deleted after planning are still
+    caught at their claim, and the summary counts them."""
+    subs = _add(store, 6)
+    ledger = store.deliveries
+    plan = ledger.plan
+
+    def plan_then_leave(*args: Any, **kwargs: Any) -> int:
+        added = plan(*args, **kwargs)
+        store.subscribers.set_status(subs[1].id or 0, "unsubscribed", reason="link", now=NOW)
+        assert store.subscribers.delete(subs[4].id or 0)
+        return added
+
+    ledger.plan = plan_then_leave  # type: ignore[method-assign]
+    summary = _send(config, store, edition, _outbox(config))
+    assert (summary.sent, summary.suppressed, summary.pending) == (4, 2, 0)
+    sent_to = sorted(m["To"].addresses[0].addr_spec for m in _emls(config))
+    assert sent_to == sorted(s.email for i, s in enumerate(subs) if i not in (1, 4))

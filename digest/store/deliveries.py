@@ -387,6 +387,12 @@ class DeliveryStore(Planning):
             found = {r.state: int(r.n) for r in conn.execute(query)}
         return {state: found.get(state, 0) for state in STATES}
 
+    def total(self, edition_key: str) -> int:
+        """The edition's rows in every state (read from the index of (edition, subscriber))."""
+        query = select(func.count()).where(_d.edition_key == edition_key)
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
     def failures(self, edition_key: str) -> dict[str, int]:
         """Failed rows counted by their error."""
         query = (
