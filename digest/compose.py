@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import NamedTuple, Protocol
 from urllib.parse import urlsplit
 
 from digest.config import Config
@@ -41,21 +41,16 @@ class Rendered(Protocol):
 Renderer = Callable[[tuple[str, ...], str], Rendered]
 
 
-class Row(Protocol):
-    """A claimed delivery, as the ledger hands it over."""
+class Row(NamedTuple):
+    """A planned delivery as the ledger hands it over: a tuple, so reading a batch of
+    them from the driver is cheap."""
 
-    @property
-    def id(self) -> int: ...
-    @property
-    def subscriber_id(self) -> int: ...
-    @property
-    def email(self) -> str: ...
-    @property
-    def name(self) -> str: ...
-    @property
-    def variant(self) -> str: ...
-    @property
-    def content_key(self) -> str: ...
+    id: int
+    subscriber_id: int
+    email: str
+    name: str
+    variant: str
+    content_key: str
 
 
 def content_key(

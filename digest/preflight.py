@@ -17,7 +17,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from digest import dkim as dkim_mod
-from digest.compose import recipients
+from digest.compose import Row, recipients
 from digest.config import Config
 from digest.editions import Edition
 from digest.mime import build_message, message_bytes
@@ -181,14 +181,8 @@ def _links(html: str) -> list[Finding]:
     return out
 
 
-@dataclass(frozen=True)
-class _SampleRow:
-    id: int = 999_999
-    subscriber_id: int = 999_999
-    email: str = "preflight@example.com"
-    name: str = "Preflight Reader"
-    variant: str = "A"
-    content_key: str = ""
+# the reader whose links the preflight renders with
+_SAMPLE = Row(999_999, 999_999, "preflight@example.com", "Preflight Reader", "A", "")
 
 
 def run_preflight(
@@ -208,7 +202,7 @@ def run_preflight(
     spec = config.digest(edition.digest)
     compiled = compile_template(config.resolve(config.templates_dir), spec.template)
     signer = LinkSigner(config.site.base_url, secret)
-    (recipient,) = recipients([_SampleRow()], links=signer, edition_key=edition.key)
+    (recipient,) = recipients([_SAMPLE], links=signer, edition_key=edition.key)
     dkim_key = dkim_mod.load_key(config)
     mixes = [tuple(m) for m in topic_mixes] or [tuple(edition.topics())]
     for n, mix in enumerate(mixes):

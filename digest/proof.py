@@ -4,10 +4,9 @@ with the ledger untouched (`digest send --test`)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from digest import compose
-from digest.compose import ContentCache, Renderer
+from digest.compose import ContentCache, Renderer, Row
 from digest.config import Config
 from digest.editions import Edition
 from digest.errors import UsageError
@@ -15,16 +14,6 @@ from digest.retry import call_transport
 from digest.subscribers import Subscriber
 from digest.tokens import LinkSigner
 from digest.transports.base import SendResult, Transport
-
-
-@dataclass(frozen=True)
-class _TestRow:
-    id: int
-    subscriber_id: int
-    email: str
-    name: str
-    variant: str
-    content_key: str
 
 
 def test_send(
@@ -46,7 +35,7 @@ def test_send(
     content = ContentCache(render or compose.default_renderer(config, edition)).get(key)
     recipients = [
         compose.recipient(
-            _TestRow(0, subscriber.id or 0, address, subscriber.name, "A", key),
+            Row(0, subscriber.id or 0, address, subscriber.name, "A", key),
             links=LinkSigner(config.site.base_url, secret),
             edition=edition,
             test=True,

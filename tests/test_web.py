@@ -15,6 +15,7 @@ import pytest
 from conftest import SECRET
 from flask import Flask
 from flask.testing import FlaskClient
+from serving import stop
 
 from digest.config import Config
 from digest.store import Store
@@ -192,12 +193,7 @@ def test_serve_runs_the_configured_number_of_threads(project: Path) -> None:
             assert "serving Prism Weekly on http://127.0.0.1:" in line, line
             return psutil.Process(proc.pid).num_threads(), line
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+            stop(proc)
 
     configured, line = threads()
     assert "(3 threads)" in line

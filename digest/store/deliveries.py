@@ -12,10 +12,11 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 from sqlalchemy import Connection, Select, and_, bindparam, func, or_, select, update
 
+from digest.compose import Row
 from digest.editions import Edition
 from digest.errors import UsageError
 from digest.store.ledger import PENDING, chunks, driver_rows
@@ -28,17 +29,6 @@ STATES = ("pending", "sending", "sent", "failed", "suppressed")
 GONE = "subscriber is no longer active"
 
 _d = deliveries.c
-
-
-class LedgerRow(NamedTuple):
-    """A pending row as composing reads it (compose.Row): a tuple, so reading is cheap."""
-
-    id: int
-    subscriber_id: int
-    email: str
-    name: str
-    variant: str
-    content_key: str
 
 
 class DeliveryStore(Planning):
@@ -79,7 +69,7 @@ class DeliveryStore(Planning):
         *,
         after: int = 0,
         due: datetime | None = None,
-    ) -> list[LedgerRow]:
+    ) -> list[Row]:
         """Up to `limit` pending rows of one content key with ids above `after` (and a moment
         no later than `due`), read but not claimed (a send composes them while the previous
         batch is in flight)."""
@@ -92,7 +82,7 @@ class DeliveryStore(Planning):
         )
         with self.engine.connect() as conn:
             rows = driver_rows(conn.execute(query.order_by(_d.id).limit(limit)))
-        return list(map(LedgerRow._make, rows))
+        return list(map(Row._make, rows))
 
     def batches(
         self, edition_key: str, size: int, *, due: datetime | None = None
@@ -115,21 +105,21 @@ class DeliveryStore(Planning):
             for start in range(0, len(ids), size):
                 yield content_key, ids[start : start + size]
 
-    def pending_of(self, edition_key: str, ids: Sequence[int]) -> list[LedgerRow]:
+    def pending_of(self, edition_key: str, ids: Sequence[int]) -> list[Row]:
         """The rows `ids` of the edition that are still pending, by id (a worker's batch)."""
-        found: list[LedgerRow] = []
+        found: list[Row] = []
         # By primary key only, the edition checked here: naming it in the query lets the
         # planner scan every row of the edition whenever its statistics are stale.
         query = self._rows().add_columns(_d.edition_key).where(self._in_ids, PENDING)
         with self.engine.connect() as conn:
             for chunk in chunks(sorted(ids)):
                 rows = driver_rows(conn.execute(query.order_by(_d.id), self._ids(chunk)))
-                found += (LedgerRow._make(r[:-1]) for r in rows if r[-1] == edition_key)
+                found += (Row._make(r[:-1]) for r in rows if r[-1] == edition_key)
         return found
 
     @staticmethod
     def _rows() -> Select[Any]:
-        """Rows as composing reads them (compose.Row), with the address and name planned."""
+        """Rows as composing reads them (digest.compose.Row), with the address and name planned."""
         return select(_d.id, _d.subscriber_id, _d.email, _d.name, _d.variant, _d.content_key)
 
     def claim(
