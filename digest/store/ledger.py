@@ -21,10 +21,8 @@ from sqlalchemy import (
     literal_column,
     select,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 
-from digest.errors import DigestError
 from digest.store.busy import retry_locked, synced
 from digest.store.schema import deliveries
 
@@ -68,14 +66,6 @@ class LedgerBase:
                     return work(conn)
 
         return retry_locked(attempt, what=what)
-
-    def _insert_ignore(self) -> Any:
-        dialect = self.engine.dialect.name
-        if dialect == "sqlite":
-            return sqlite.insert(deliveries).on_conflict_do_nothing()
-        if dialect == "postgresql":
-            return postgresql.insert(deliveries).on_conflict_do_nothing()
-        raise DigestError(f"store: the delivery ledger does not support {dialect!r}")
 
 
 def chunks(ids: list[int]) -> Iterator[list[int]]:

@@ -206,7 +206,7 @@ class Planning(LedgerBase):
         ).order_by(source.c.position)  # fmt: skip
         columns = ["edition_key", "subscriber_id", "email", "name", "variant", "content_key",
                    "state", "attempts", "created_at", "updated_at", "send_after"]  # fmt: skip
-        return self._insert_ignore().from_select(columns, rows)
+        return postgresql.insert(deliveries).on_conflict_do_nothing().from_select(columns, rows)
 
     def audience_topics(self) -> Iterator[tuple[str, ...]]:
         """Each distinct topic list of the active subscribers (what planning will assign)."""
