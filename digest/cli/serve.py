@@ -67,26 +67,28 @@ def serve(
 
     shape = f"{count} threads" if forks == 1 else f"{forks} processes of {count} threads"
     ready = f"serving {env.config.site.name} on http://{host}:{bound} ({shape})"
-    if forks == 1:
+
+    def run(*, say_ready: bool) -> None:
         server = make_server(app, settings, listener=listener, threads=count)
-        click.echo(ready)  # once its threads run
+        if say_ready:
+            click.echo(ready)  # once its threads run
         try:
             server.run()
+        finally:
+            server.close()
+
+    if forks == 1:
+        try:
+            run(say_ready=True)
         except KeyboardInterrupt:
             click.echo("stopped")
-        finally:
-            server.close()
         return
 
-    def run() -> None:
+    def forked() -> None:
         env.store.engine.dispose(close=False)  # a forked process opens its own connections
-        server = make_server(app, settings, listener=listener, threads=count)
-        try:
-            server.run()
-        finally:
-            server.close()
+        run(say_ready=False)
 
-    status = run_processes(forks, run, started=lambda: click.echo(ready))
+    status = run_processes(forks, forked, started=lambda: click.echo(ready))
     click.echo("stopped" if status == 0 else f"stopped (a serving process exited {status})")
     if status:
         raise SystemExit(1)
