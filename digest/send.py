@@ -25,85 +25,27 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from collections.abc import Set as AbstractSet
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from digest import compose
 from digest.batch import claim, reconcile, settle
 from digest.bulk import bulk_gc
 from digest.cancel import Scheduler, Withdrawer
-from digest.compose import ContentCache, Renderer, Row
+from digest.compose import ContentCache, Renderer
 from digest.config import Config
 from digest.editions import Edition
 from digest.errors import UsageError
 from digest.experiments.assign import Assign, edition_assigner, variants_of
+from digest.ledger import Ledger
 from digest.lifecycle import check_sendable
 from digest.retry import RetryPolicy, Uniform, call_transport
 from digest.tokens import LinkSigner
 from digest.transports.base import OutgoingEmail, SendResult, Transport
 
 SEND_AT_LIMIT = timedelta(hours=72)
-
-
-class Ledger(Protocol):
-    """The ledger operations sending needs (digest.store.deliveries.DeliveryStore)."""
-
-    def holding(self, edition: Edition) -> AbstractContextManager[None]: ...
-    def audience_topics(self) -> Iterator[tuple[str, ...]]: ...
-    def plan(
-        self,
-        edition_key: str,
-        assign: Callable[[int, Sequence[str]], tuple[str, str] | None],
-        *,
-        now: datetime,
-        digest: tuple[str, bool] | None = None,
-        moment: Callable[[str], datetime] | None = None,
-    ) -> int: ...
-    def audience_fixed(self, edition_key: str) -> bool: ...
-    def fix_audience(self, edition_key: str, *, now: datetime) -> None: ...
-    def stamp_send_after(
-        self, edition_key: str, moment: Callable[[str], datetime], *, now: datetime
-    ) -> int: ...
-    def content_keys(self, edition_key: str, *, due: datetime | None = None) -> list[str]: ...
-    def suppress_inactive(self, edition_key: str, *, now: datetime) -> int: ...
-    def pending(
-        self,
-        edition_key: str,
-        content_key: str,
-        limit: int,
-        *,
-        after: int = 0,
-        due: datetime | None = None,
-    ) -> Sequence[Row]: ...
-    def claim(
-        self,
-        edition_key: str,
-        ids: Sequence[int],
-        *,
-        batch_id: str | None,
-        scheduled_at: datetime | None,
-        now: datetime,
-    ) -> tuple[AbstractSet[int], int]: ...
-    def record(self, results: Sequence[SendResult], *, retries: int, now: datetime) -> None: ...
-    def release_ids(self, ids: Sequence[int], *, now: datetime) -> int: ...
-    def in_doubt(self, edition_key: str) -> list[tuple[str | None, datetime | None, int]]: ...
-    def release(self, edition_key: str, batch_id: str | None, *, now: datetime) -> int: ...
-    def fail_in_doubt(
-        self, edition_key: str, batch_id: str | None, reason: str, *, now: datetime
-    ) -> int: ...
-    def retry_failed(self, edition_key: str, *, now: datetime) -> int: ...
-    def holds(self, *, now: datetime) -> list[datetime]: ...
-    def add_hold(
-        self, batch_id: str, edition_key: str, *, until: datetime, now: datetime
-    ) -> None: ...
-    def scheduled(self, edition_key: str, *, now: datetime) -> list[tuple[str, datetime]]: ...
-    def counts(self, edition_key: str) -> dict[str, int]: ...
-    def total(self, edition_key: str) -> int: ...
-    def failures(self, edition_key: str) -> dict[str, int]: ...
 
 
 @dataclass(frozen=True)

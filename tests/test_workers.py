@@ -28,7 +28,7 @@ from sqlalchemy import text
 from digest.cli import cli
 from digest.config import Config
 from digest.store import Store, open_store
-from digest.store.deliveries import STATES
+from digest.store.ledger import STATES
 from digest.subscriber import Subscriber
 
 WEEK = "2026-W48"

@@ -11,7 +11,7 @@ import click
 from digest.cli import Env, pass_env
 from digest.cli.periods import period_options
 from digest.editions import find_edition
-from digest.store.deliveries import STATES
+from digest.store.ledger import STATES
 
 COLUMNS = ("email", "state", "variant", "attempts", "provider_message_id",
            "provider_batch_id", "last_error", "created_at", "updated_at", "sent_at")  # fmt: skip

@@ -27,6 +27,7 @@ from digest.experiments import stats
 from digest.experiments.assign import rest_assigner
 from digest.experiments.ledger import Decision, ExperimentLedger
 from digest.experiments.report import build_report, experiment_of
+from digest.ledger import Ledger
 from digest.transports.base import Transport
 
 
@@ -110,7 +111,7 @@ def send_winner(
     *,
     config: Config,
     experiments: ExperimentLedger,
-    ledger: sending.Ledger,
+    ledger: Ledger,
     transport: Transport,
     secret: str,
     now: Callable[[], datetime],

@@ -2,7 +2,7 @@
 
 Each concern has its own small repository class; `Store` just holds them together so
 one object can be passed around. Stages that only need a few operations declare them
-as a Protocol (see `send.Ledger`) instead of importing this package.
+as a Protocol (see `digest.ledger.Ledger`) instead of importing this package.
 """
 
 from __future__ import annotations

@@ -1,14 +1,13 @@
 """The delivery ledger: one row per (edition, subscriber), moved claim → send → record.
 
-Implements `send.Ledger` (planning lives in digest.store.planning). Every operation is a
-handful of set-based statements (UPDATE … WHERE id IN (…) with the ids as one parameter,
-executemany), so the cost per recipient stays flat and rows are read in batches, never
-held in memory.
+Implements `digest.ledger.Ledger`, with digest.store.planning and digest.store.reports.
+Every operation is a handful of set-based statements (UPDATE … WHERE id IN (…) with the
+ids as one parameter, executemany), so the cost per recipient stays flat and rows are read
+in batches, never held in memory.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -22,17 +21,17 @@ from digest.errors import UsageError
 from digest.store.ledger import PENDING, chunks, driver_rows
 from digest.store.locks import edition_lock
 from digest.store.planning import Planning
+from digest.store.reports import Reports
 from digest.store.schema import changed, deliveries, editions, provider_holds, subscribers
 from digest.transports.base import SendResult
 
-STATES = ("pending", "sending", "sent", "failed", "suppressed")
 GONE = "subscriber is no longer active"
 
 _d = deliveries.c
 
 
-class DeliveryStore(Planning):
-    """Implements `send.Ledger` (planning: digest.store.planning)."""
+class DeliveryStore(Planning, Reports):
+    """Implements `digest.ledger.Ledger` (with digest.store.planning and .reports)."""
 
     def content_keys(self, edition_key: str, *, due: datetime | None = None) -> list[str]:
         """Content keys that still have pending rows (due by `due`), in a stable order."""
@@ -364,51 +363,6 @@ class DeliveryStore(Planning):
         )
         with self.engine.connect() as conn:
             return [(r.provider_batch_id, r.at) for r in conn.execute(query)]
-
-    # -- reporting -----------------------------------------------------------
-    def counts(self, edition_key: str) -> dict[str, int]:
-        """Rows per state (every state present, zero when none)."""
-        query = (
-            select(_d.state, func.count().label("n"))
-            .where(_d.edition_key == edition_key)
-            .group_by(_d.state)
-        )
-        with self.engine.connect() as conn:
-            found = {r.state: int(r.n) for r in conn.execute(query)}
-        return {state: found.get(state, 0) for state in STATES}
-
-    def total(self, edition_key: str) -> int:
-        """The edition's rows in every state (read from the index of (edition, subscriber))."""
-        query = select(func.count()).where(_d.edition_key == edition_key)
-        with self.engine.connect() as conn:
-            return int(conn.execute(query).scalar_one())
-
-    def failures(self, edition_key: str) -> dict[str, int]:
-        """Failed rows counted by their error."""
-        query = (
-            select(_d.last_error, func.count().label("n"))
-            .where(_d.edition_key == edition_key, _d.state == "failed")
-            .group_by(_d.last_error)
-        )
-        with self.engine.connect() as conn:
-            return dict(Counter({r.last_error or "failed": int(r.n) for r in conn.execute(query)}))
-
-    def rows(
-        self, edition_key: str, *, state: str | None = None, chunk: int = 1000
-    ) -> Iterator[dict[str, Any]]:
-        """Every row of the edition (optionally of one state), by id, streamed in chunks."""
-        last = 0
-        while True:
-            query = select(deliveries).where(_d.edition_key == edition_key, _d.id > last)
-            if state is not None:
-                query = query.where(_d.state == state)
-            with self.engine.connect() as conn:
-                rows = conn.execute(query.order_by(_d.id).limit(chunk)).all()
-            if not rows:
-                return
-            for row in rows:
-                yield dict(row._mapping)
-            last = rows[-1].id
 
 
 def _due(due: datetime | None) -> tuple[Any, ...]:

@@ -29,6 +29,7 @@ from digest.store.schema import deliveries
 T = TypeVar("T")
 
 _d = deliveries.c
+STATES = ("pending", "sending", "sent", "failed", "suppressed")  # a row's, in order
 # Written out, not bound: the planner sees the state a query asks for.
 PENDING = _d.state == literal_column("'pending'")
 
