@@ -126,6 +126,7 @@ class FakeSendGrid:
         # A batch is withheld only when cancelled at least this long before its send time.
         self.cancel_margin = timedelta(seconds=cancel_margin)
         self.requests: list[dict[str, Any]] = []
+        self.raw: list[tuple[str, bytes]] = []  # (Content-Type, body) of each Mail Send, as sent
         self.arrived: list[datetime] = []  # when each accepted request arrived
         self.batches: set[str] = set()
         self.cancelled: dict[str, datetime] = {}  # batch id -> when it was cancelled
@@ -359,6 +360,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _post(self, fake: FakeSendGrid, path: str) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length <= MAX_BODY else b""
+        if path == SEND and fake.keep_bodies:
+            with fake._lock:
+                fake.raw.append((self.headers.get("Content-Type") or "", raw))
         fault = fake._next_fault(path) or (path == SEND and fake._chaos_fault()) or _Fault("none")
         if fault.kind == "drop" and not fault.accept:
             self._hang_up(fake, path)

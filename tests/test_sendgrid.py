@@ -112,6 +112,25 @@ def test_valid_send_is_accepted_with_one_personalization_per_recipient_in_order(
     assert "send_at" not in body and "batch_id" not in body and "mail_settings" not in body
 
 
+def test_the_body_goes_out_as_utf8_json_with_names_and_subject_unescaped(
+    fake_sendgrid: FakeSendGrid,
+) -> None:
+    """The bytes on the wire, not their parse: one JSON document in UTF-8 under an
+    application/json Content-Type, a non-ASCII name and subject written as their UTF-8
+    bytes, and the one-click header exactly as the recipient carries it."""
+    zoe = recipient(0)._replace(name="Zoë Ünal — Ökonomie")
+    message = email(1, recipients=(zoe,), subject="Ihr Überblick – Woche 5")
+    [result] = transport(fake_sendgrid).send(message)
+    assert result.ok
+    [(content_type, raw)] = fake_sendgrid.raw
+    assert content_type == "application/json"
+    assert "Zoë Ünal — Ökonomie".encode() in raw and "Ihr Überblick – Woche 5".encode() in raw
+    assert b"\\u" not in raw  # nothing escaped: the name is the UTF-8 bytes themselves
+    assert b'"List-Unsubscribe":"<https://news.example.com/u/token0>"' in raw
+    assert b'"List-Unsubscribe-Post":"List-Unsubscribe=One-Click"' in raw
+    assert json.loads(raw.decode("utf-8")) == fake_sendgrid.requests[0]
+
+
 def test_categories_are_capped_at_ten(fake_sendgrid: FakeSendGrid) -> None:
     many = tuple(f"c{i}" for i in range(12))
     transport(fake_sendgrid).send(email(1, categories=many))
