@@ -215,13 +215,20 @@ class Queue:
         """Create the queue's tables beside the store's, once; workers starting together
         wait for the one that creates them."""
         engine = self.store.engine
-        for _ in range(INSTALL_TRIES):
+
+        def installed() -> bool:
             with engine.connect() as conn:
-                if conn.execute(text("SELECT to_regclass('procrastinate_jobs')")).scalar():
-                    return
+                found = conn.execute(text("SELECT to_regclass('procrastinate_jobs')")).scalar()
+            return bool(found)
+
+        for _ in range(INSTALL_TRIES):
+            if installed():
+                return
             try:
                 with run_lock(engine, "queue-schema", what="installing the task queue"):
-                    self.app.schema_manager.apply_schema()
+                    # again under the lock: another worker may have created them since
+                    if not installed():
+                        self.app.schema_manager.apply_schema()
                 return
             except LockedError:
                 time.sleep(0.5)
