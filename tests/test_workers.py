@@ -7,15 +7,18 @@ The PostgreSQL tests run in `make test`'s PostgreSQL half (tests/pgserver.py).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -150,6 +153,10 @@ def test_two_workers_share_an_edition_and_serve_each_subscriber_once(
 ) -> None:
     store, eligible = pg
     workers += [_worker(project, sendgrid), _worker(project, sendgrid)]
+    # both ready before the batches exist, and each batch in flight a while, so neither
+    # can take them all while the other is still starting
+    _wait("both workers to start", lambda: _started(store) == 2)
+    sendgrid.set_latency(0.2)
     out = _queue(project, sendgrid)
     assert f"queued {len(eligible)} deliveries in {len(eligible) // BATCH} batches" in out
     _wait("the edition to be sent", lambda: _sent(store))
@@ -258,3 +265,66 @@ def test_a_sqlite_store_refuses_workers(project: Path, config: Config) -> None:
     assert store.deliveries.counts(KEY) == dict.fromkeys(STATES, 0)  # nothing planned
     assert store.schedules.state(KEY) != "sending"
     store.close()
+
+
+@pytest.fixture
+def fresh(config: Config) -> Iterator[Store]:
+    """The project's store on its fresh PostgreSQL schema: no queue tables yet."""
+    store = open_store(config.store_url)
+    yield store
+    store.close()
+
+
+@on_postgres
+def test_workers_starting_together_create_the_queue_tables_once(fresh: Store) -> None:
+    """Several processes install the queue on a fresh schema at the same moment: each
+    returns, and the tables exist once."""
+    from digest.workers import Queue
+
+    queues = [Queue(fresh) for _ in range(4)]
+    barrier = threading.Barrier(len(queues))
+    errors: list[BaseException] = []
+
+    def install(queue: Queue) -> None:
+        barrier.wait(timeout=TIMEOUT)
+        try:
+            with queue.app.open():
+                queue.install()
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=install, args=(q,)) for q in queues]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=TIMEOUT)
+    assert not any(t.is_alive() for t in threads)
+    assert errors == []
+    assert _started(fresh) == 0  # the tables are there (and no worker registered)
+
+
+@on_postgres
+def test_queue_tables_created_while_waiting_for_the_lock_are_not_created_again(
+    fresh: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race as it happens: the tables are missing at the first check, and another
+    process creates them before this one holds the lock."""
+    from digest import workers as workers_module
+
+    other = workers_module.Queue(fresh)
+    real_lock = workers_module.run_lock
+
+    @contextlib.contextmanager
+    def lock_after_the_other(*args: Any, **kwargs: Any) -> Iterator[None]:
+        with real_lock(*args, **kwargs), other.app.open():
+            other.app.schema_manager.apply_schema()  # the other process, first
+        with real_lock(*args, **kwargs):
+            yield
+
+    monkeypatch.setattr(workers_module, "run_lock", lock_after_the_other)
+    queue = workers_module.Queue(fresh)
+    with queue.app.open():
+        queue.install()  # must not create them a second time
+    with fresh.engine.connect() as conn:
+        found = conn.execute(text("SELECT to_regclass('procrastinate_jobs')")).scalar()
+    assert found
