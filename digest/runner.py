@@ -111,32 +111,43 @@ def run_due(runner: Runner) -> list[Action]:
         for key in runner.store.schedules.keys_in([SENDING]):
             if runner.only in (None, key.split("/")[0]) and not runner.should_stop():
                 _continue(runner, key)
+        samples = _sample_tests(runner)  # the only digests whose sent editions need a look
         for key in runner.store.schedules.keys_in([SENT]):
-            if runner.only in (None, key.split("/")[0]) and not runner.should_stop():
+            if key.split("/")[0] in samples and not runner.should_stop():
                 _winner(runner, key)
     return runner.actions
+
+
+def _sample_tests(runner: Runner) -> set[str]:
+    """The digests (as configured now, `runner.only` among them) whose A/B test sends to
+    a sample first, then its winner to the rest. Every other sent edition is left unread:
+    a run-due's work does not grow with the editions sent over the years, and an edition
+    of a digest since removed from digest.yaml is no error."""
+    return {
+        d.key
+        for d in runner.config.digests
+        if runner.only in (None, d.key) and d.experiment and d.experiment.test_share < 1
+    }
 
 
 def _winner(runner: Runner, key: str) -> None:
     """After an A/B test's wait, send the decided variant to the rest of the list, once.
 
-    Only for scheduled sends of a digest whose experiment tests a sample (test_share < 1).
+    Only for scheduled sends of a digest whose experiment tests a sample (test_share < 1:
+    `_sample_tests`).
     The decision itself is taken once, by `experiments.winner.decide`, at the first call
     after the wait; before that there is nothing to do yet.
     """
     from digest.experiments.winner import send_winner
 
-    edition = runner.store.editions.get(key)
     due = runner.store.schedules.due_of(key)
-    if edition is None or due is None:
+    if due is None:  # not a scheduled send
+        return
+    done = runner.store.schedules.steps(key.split("/")[0], due - timedelta(seconds=1))
+    edition = None if "winner" in done.get(due, {}) else runner.store.editions.get(key)
+    if edition is None:
         return
     digest = runner.config.digest(edition.digest)
-    experiment = digest.experiment
-    if experiment is None or experiment.test_share >= 1:
-        return
-    done = runner.store.schedules.steps(digest.key, due - timedelta(seconds=1)).get(due, {})
-    if "winner" in done:
-        return
     if runner.dry_run:
         runner.report(key, "winner", "would send the decided variant to the rest, once due")
         return

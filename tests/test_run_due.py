@@ -232,3 +232,43 @@ def test_run_due_sends_an_ab_tests_winner_to_the_rest_once_after_the_wait(
     assert len(rows) == 26 and {r["state"] for r in rows} == {"sent"}
     assert sum(r["variant"].endswith(":rest") for r in rows) == 26 - tested
     assert at(MONDAY + 6 * HOUR) == [] and len(list(store.deliveries.rows(W48))) == 26
+
+
+def _statements(store: Store, when: datetime, config: Config) -> int:
+    """How many SQL statements one run-due at `when` executes."""
+    from sqlalchemy import event
+
+    count = 0
+
+    def counted(*_args: object) -> None:
+        nonlocal count
+        count += 1
+
+    event.listen(store.engine, "before_cursor_execute", counted)
+    try:
+        tick(config, store, Clock(when))
+    finally:
+        event.remove(store.engine, "before_cursor_execute", counted)
+    return count
+
+
+def test_run_due_reads_no_more_as_sent_editions_pile_up(sample: Config, store: Store) -> None:
+    """Years of sent editions, of a digest without a sample test and of one since removed
+    from digest.yaml: an idle run-due executes as many statements as with none, and
+    reports nothing."""
+    from editions import make_edition
+
+    from digest import lifecycle
+
+    quiet = MONDAY + 6 * 24 * HOUR + 3 * HOUR  # Sunday 10:00: neither digest has a step due
+    assert tick(sample, store, Clock(quiet)) == []  # the first run records its marks
+    before = _statements(store, quiet + HOUR, sample)
+    for name in ("weekly", "removed"):
+        for week in range(1, 41):
+            edition = make_edition(1, ("politics",), digest=name, period=f"2025-W{week:02d}")
+            store.editions.save(edition)
+            for state in (lifecycle.APPROVED, lifecycle.SENDING, lifecycle.SENT):
+                assert lifecycle.move(store.schedules, edition, state, note="", now=quiet)
+    assert len(store.schedules.keys_in([lifecycle.SENT])) == 80
+    assert tick(sample, store, Clock(quiet + 2 * HOUR)) == []
+    assert _statements(store, quiet + 3 * HOUR, sample) == before
