@@ -191,7 +191,7 @@ def _dkim_key(folder: Path) -> str:
 # -- the senders (each in a process of its own) -----------------------------------------
 def _digest(path: Path, connections: int, dkim_file: str | None, pipelining: bool = True) -> int:
     """`send_edition` over SMTP with `connections` connections, on a fresh copy of the ledger."""
-    from digest import runner
+    from digest import dispatch
     from digest.config import load_config
     from digest.editions import find_edition
     from digest.send import SendOptions
@@ -215,7 +215,7 @@ def _digest(path: Path, connections: int, dkim_file: str | None, pipelining: boo
     transport = make_transport("smtp", config, edition_key=edition.key, now=now)
     options = SendOptions(batch_size=config.delivery.batch_size)
     try:
-        summary = runner.send_now(edition, config=config, store=store, transport=transport,
+        summary = dispatch.send_now(edition, config=config, store=store, transport=transport,
                                   secret=SECRET, now=now, options=options)  # fmt: skip
     finally:
         transport.close()

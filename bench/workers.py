@@ -61,8 +61,8 @@ from machine import describe
 from digest.config import load_config
 from digest.send import SendOptions
 from digest.store import open_store
+from digest.taskqueue import send_queued
 from digest.transports import make_transport
-from digest.workers import send_queued
 
 TIMEOUT = 900.0  # seconds any one run may take
 

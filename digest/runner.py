@@ -16,18 +16,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from digest import lifecycle, schedule, select
-from digest.cancel import CancelSummary, Scheduler, cancel_scheduled
+from digest.cancel import Scheduler
 from digest.config import Config, Digest
+from digest.dispatch import finish
 from digest.editions import Edition
 from digest.errors import DigestError, UsageError
 from digest.lifecycle import APPROVED, CANCELLED, SCHEDULED, SENDABLE, SENDING, SENT, SKIPPED
 from digest.proof import test_send
-from digest.send import Progress, SendOptions, SendSummary, send_edition
+from digest.send import SendOptions, send_edition
 from digest.store import Store
 from digest.store.locks import LockedError, run_lock
 from digest.subscribers import Subscriber
@@ -42,14 +43,14 @@ MakeTransport = Callable[[Edition], Transport]
 
 
 class Delivered(Protocol):
-    """What a run reports of a send (send.SendSummary, or workers.Queued when deferred)."""
+    """What a run reports of a send (send.SendSummary, or taskqueue.Queued when deferred)."""
 
     @property
     def stopped(self) -> bool: ...
     def line(self) -> str: ...
 
 
-# send.send_edition's keywords; workers.Queue.deliver defers the batches to workers instead
+# send.send_edition's keywords; taskqueue.Queue.deliver defers the batches to workers instead
 Deliver = Callable[..., Delivered]
 
 
@@ -390,89 +391,6 @@ def _continue(runner: Runner, key: str) -> None:
         transport.close()
     if finish(runner.store, edition, now=runner.now()):
         runner.report(key, "sent", "every delivery settled")
-
-
-def send_now(
-    edition: Edition,
-    *,
-    config: Config,
-    store: Store,
-    transport: Transport,
-    secret: str,
-    now: Callable[[], datetime],
-    options: SendOptions,
-    progress: Progress | None = None,
-) -> SendSummary:
-    """`digest send`: `send_edition`, moving the edition to sending, then to sent when no
-    row is left; a cancel from elsewhere stops it after the batch in flight."""
-    lifecycle.check_sendable(edition, config.digest(edition.digest))
-    lifecycle.move(store.schedules, edition, SENDING, note="sent with digest send", now=now())
-
-    def cancelled() -> bool:
-        return store.schedules.state(edition.key) == CANCELLED
-
-    summary = send_edition(
-        edition,
-        config=config,
-        ledger=store.deliveries,
-        transport=transport,
-        secret=secret,
-        now=now,
-        options=replace(options, should_stop=cancelled),
-        progress=progress,
-    )
-    finish(store, edition, now=now())
-    return summary
-
-
-LOCK_TRIES = 120  # a cancel waits this many seconds at most for a running send to stop
-
-
-def cancel_edition(
-    edition: Edition,
-    *,
-    store: Store,
-    make_transport: Callable[[], Transport],
-    now: Callable[[], datetime],
-    sleep: Callable[[float], None],
-) -> CancelSummary:
-    """Cancel `edition` before or during its send: it becomes cancelled (a running send
-    stops after its batch in flight; no schedule starts it) and its SendGrid batches still
-    far enough ahead are withdrawn, their rows back to pending."""
-    state = store.schedules.state(edition.key)
-    scheduled = store.deliveries.scheduled(edition.key, now=now())
-    if state == SKIPPED:
-        raise UsageError(f"edition {edition.key} was skipped; there is nothing to cancel")
-    if state == SENT and not scheduled:
-        raise UsageError(f"edition {edition.key} was sent; there is nothing left to cancel")
-    lifecycle.move(store.schedules, edition, CANCELLED, note="cancelled by an editor", now=now())
-    if not scheduled:
-        return CancelSummary(batches=0, rows=0)
-    transport = make_transport()
-    try:
-        for _ in range(LOCK_TRIES):
-            try:
-                return cancel_scheduled(
-                    edition, ledger=store.deliveries, transport=transport, now=now, sleep=sleep
-                )
-            except LockedError:  # the running send lets go after its batch in flight
-                sleep(1.0)
-    finally:
-        transport.close()
-    raise LockedError(
-        f"a send of {edition.key} kept running; its edition is cancelled but its "
-        "scheduled batches were not withdrawn",
-        hint="run digest cancel again once it stopped",
-    )
-
-
-def finish(store: Store, edition: Edition, *, now: datetime) -> bool:
-    """Move an edition in `sending` to `sent` once no row is left to send."""
-    if store.schedules.unsent(edition.key):
-        return False
-    counts = store.deliveries.counts(edition.key)
-    note = ", ".join(f"{state} {n}" for state, n in counts.items() if n)
-    return lifecycle.move(store.schedules, edition, SENT, note=note or "no recipients", now=now)
 
 
 def _send(

@@ -67,7 +67,7 @@ def test_cancel_before_sending_stops_every_send_until_approved_again(
 def test_a_cancel_during_a_send_stops_it_after_the_batch_in_flight(
     config: Config, built: Store
 ) -> None:
-    from digest import runner
+    from digest import dispatch
     from digest.send import SendOptions
     from digest.transports import make_transport
 
@@ -87,14 +87,14 @@ def test_a_cancel_during_a_send_stops_it_after_the_batch_in_flight(
         def send(self, email):  # type: ignore[no-untyped-def]
             calls.append(len(email.recipients))
             if len(calls) == 1:  # an editor cancels from another terminal meanwhile
-                runner.cancel_edition(edition, store=built, make_transport=lambda: outbox,
+                dispatch.cancel_edition(edition, store=built, make_transport=lambda: outbox,
                                       now=now, sleep=lambda _s: None)  # fmt: skip
             return outbox.send(email)
 
         def close(self) -> None:
             outbox.close()
 
-    summary = runner.send_now(
+    summary = dispatch.send_now(
         edition, config=config, store=built, transport=CancelledAfterFirstBatch(),  # type: ignore[arg-type]
         secret=SECRET, now=now, options=SendOptions(batch_size=5),
     )  # fmt: skip

@@ -15,7 +15,7 @@ from fake_smtp import smtp_server as smtp_server_fixture  # noqa: F401
 from scheduling import Clock, add_articles, add_readers, digest, tick, write_config
 
 from digest.config import Config
-from digest.runner import cancel_edition
+from digest.dispatch import cancel_edition
 from digest.store import Store
 from digest.transports.base import Transport
 

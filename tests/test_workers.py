@@ -279,7 +279,7 @@ def fresh(config: Config) -> Iterator[Store]:
 def test_workers_starting_together_create_the_queue_tables_once(fresh: Store) -> None:
     """Several processes install the queue on a fresh schema at the same moment: each
     returns, and the tables exist once."""
-    from digest.workers import Queue
+    from digest.taskqueue import Queue
 
     queues = [Queue(fresh) for _ in range(4)]
     barrier = threading.Barrier(len(queues))
@@ -309,10 +309,10 @@ def test_queue_tables_created_while_waiting_for_the_lock_are_not_created_again(
 ) -> None:
     """The race as it happens: the tables are missing at the first check, and another
     process creates them before this one holds the lock."""
-    from digest import workers as workers_module
+    from digest import taskqueue
 
-    other = workers_module.Queue(fresh)
-    real_lock = workers_module.run_lock
+    other = taskqueue.Queue(fresh)
+    real_lock = taskqueue.run_lock
 
     @contextlib.contextmanager
     def lock_after_the_other(*args: Any, **kwargs: Any) -> Iterator[None]:
@@ -321,8 +321,8 @@ def test_queue_tables_created_while_waiting_for_the_lock_are_not_created_again(
         with real_lock(*args, **kwargs):
             yield
 
-    monkeypatch.setattr(workers_module, "run_lock", lock_after_the_other)
-    queue = workers_module.Queue(fresh)
+    monkeypatch.setattr(taskqueue, "run_lock", lock_after_the_other)
+    queue = taskqueue.Queue(fresh)
     with queue.app.open():
         queue.install()  # must not create them a second time
     with fresh.engine.connect() as conn:

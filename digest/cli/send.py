@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from digest import lifecycle, proof, runner
+from digest import dispatch, lifecycle, proof
 from digest import send as sending
 from digest.cli import Env, iso_datetime, pass_env
 from digest.cli.periods import period_options
@@ -156,7 +156,7 @@ def send_command(
         from digest.cli.preflight import preflight_before_send
 
         if workers:
-            from digest.workers import Queue, send_queued
+            from digest.taskqueue import Queue, send_queued
 
             Queue(env.store)  # refuses a SQLite store before the preflight checks
             preflight_before_send(env, edition, skip=no_preflight)
@@ -168,7 +168,7 @@ def send_command(
             return
         preflight_before_send(env, edition, skip=no_preflight)
         with _progress() as progress:
-            summary = runner.send_now(
+            summary = dispatch.send_now(
                 edition,
                 config=config,
                 store=env.store,
@@ -250,7 +250,7 @@ def cancel_command(env: Env, digest: str, period: str) -> None:
     def sendgrid() -> Transport:
         return make_transport("sendgrid", env.config, edition_key=edition.key, now=env.now)
 
-    result = runner.cancel_edition(
+    result = dispatch.cancel_edition(
         edition, store=env.store, make_transport=sendgrid, now=env.now, sleep=time.sleep
     )
     batches = "batch" if result.batches == 1 else "batches"

@@ -39,7 +39,8 @@ def worker_command(
       digest worker
       systemd: ExecStart=/srv/digest/.venv/bin/digest worker (Restart=on-failure)
     """
-    from digest.workers import Queue, Worker
+    from digest.taskqueue import Queue
+    from digest.workers import Worker
 
     if heartbeat >= stalled_after:
         raise click.BadParameter("must be shorter than --stalled-after", param_hint="--heartbeat")
