@@ -107,7 +107,8 @@ def _tail(path: Path, lines: int = 30) -> str:
         text = path.read_text(errors="replace")
     except OSError as exc:
         return f"(no output: {exc})"
-    return "\n".join(text.splitlines()[-lines:]) or "(no output)"
+    cut = [line if len(line) <= 300 else line[:300] + " …" for line in text.splitlines()[-lines:]]
+    return "\n".join(cut) or "(no output)"
 
 
 def _server(base_url: str) -> psutil.Process:

@@ -17,7 +17,7 @@ import contextlib
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
@@ -123,11 +123,11 @@ def _tasks() -> Any:
 
     @tasks.task(name="send_batch", pass_context=True, retry=retry_busy)
     def send_batch(context: JobContext, **batch: Any) -> int:
-        return _worker(context).send_batch(Batch(**batch))
+        return _worker(context).send_batch(Batch.of(batch))
 
     @tasks.task(name="finish", pass_context=True, retry=retry_busy)
     def finish(context: JobContext, **final: Any) -> str:
-        return _worker(context).finish(Batch(**final))
+        return _worker(context).finish(Batch.of(final))
 
     @tasks.periodic(cron="* * * * *", periodic_id="run-due")
     @tasks.task(name="run_due", pass_context=True, queue="digest")
@@ -176,6 +176,11 @@ class Batch:
     due: str | None = None  # ISO time (local-time delivery: rows due by then)
     content_key: str = ""
     ids: tuple[int, ...] = ()
+
+    @classmethod
+    def of(cls, args: dict[str, Any]) -> Batch:
+        """The batch a task's arguments (`_args`) describe."""
+        return cls(**{**args, "ids": _expand(args.get("ids", ()))})
 
     def options(self, size: int = MAX_BATCH) -> sending.SendOptions:
         return sending.SendOptions(
@@ -319,9 +324,36 @@ def send_queued(
 
 
 def _args(batch: Batch) -> dict[str, Any]:
+    """A task's arguments: its row ids as runs, `[first, last]` for consecutive ids (a
+    planned batch is a few runs: a job row and its log lines stay short)."""
     out = {k: getattr(batch, k) for k in batch.__dataclass_fields__}
-    out["ids"] = list(batch.ids)
+    out["ids"] = _runs(batch.ids)
     return out
+
+
+def _runs(ids: Sequence[int]) -> list[int | list[int]]:
+    out: list[int | list[int]] = []
+    for i in ids:
+        last = out[-1] if out else None
+        if isinstance(last, list) and i == last[1] + 1:
+            last[1] = i
+        elif isinstance(last, int) and i == last + 1:
+            out[-1] = [last, i]
+        else:
+            out.append(i)
+    return out
+
+
+def _expand(runs: Sequence[int | Sequence[int]]) -> tuple[int, ...]:
+    """The ids of `_runs` (a plain id stands for itself)."""
+    ids: list[int] = []
+    for run in runs:
+        if isinstance(run, int):
+            ids.append(run)
+        else:
+            first, last = run
+            ids.extend(range(first, last + 1))
+    return tuple(ids)
 
 
 def wait_until_sent(store: Store, edition_key: str, *, timeout: float, poll: float = 0.2) -> bool:

@@ -328,3 +328,28 @@ def test_queue_tables_created_while_waiting_for_the_lock_are_not_created_again(
     with fresh.engine.connect() as conn:
         found = conn.execute(text("SELECT to_regclass('procrastinate_jobs')")).scalar()
     assert found
+
+
+def test_a_batch_travels_as_runs_of_ids_and_comes_back_whole() -> None:
+    """A task's ids go into the queue as runs ([first, last] for consecutive ids) and come
+    back as the same ids, in order, whatever their gaps; a flat list of ids is read too."""
+    import json
+    import random
+
+    from digest.taskqueue import Batch, _args
+
+    rng = random.Random(7)
+    cases = [(), (5,), (1, 2), (1, 3), (4, 5, 6, 9, 11, 12)]
+    for _ in range(200):
+        picked = sorted(rng.sample(range(1, 5000), rng.randint(1, 1000)))
+        cases.append(tuple(picked))
+    for ids in cases:
+        batch = Batch("weekly/2026-W48", "f" * 64, "sendgrid", content_key="tech|A", ids=ids)
+        sent = json.loads(json.dumps(_args(batch)))  # as the queue stores it
+        assert Batch.of(sent) == batch
+    flat = {**_args(Batch("weekly/2026-W48", "f", "sendgrid")), "ids": [3, 4, 9]}
+    assert Batch.of(flat).ids == (3, 4, 9)
+    # a planned batch: 1,000 ids in a few runs, a short job row
+    planned = (*range(1, 181), *range(10_001, 10_174), *range(20_001, 20_648))
+    stored = json.dumps(_args(Batch("weekly/2026-W48", "f", "sendgrid", ids=planned))["ids"])
+    assert stored == "[[1, 180], [10001, 10173], [20001, 20647]]"
