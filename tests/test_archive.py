@@ -34,16 +34,8 @@ def published(store: Store) -> Store:
     for period, sent in (("2026-W47", True), ("2026-W48", True), ("2026-W49", False)):
         edition = make_edition(2, TOPICS, period=period)
         store.editions.save(edition)
-        if sent:
-            sent_delivery(store, reader, reader.email, f"m-{period}")  # content key tech|A
-            with store.engine.begin() as conn:
-                from digest.store.schema import deliveries
-
-                conn.execute(
-                    deliveries.update()
-                    .where(deliveries.c.provider_message_id == f"m-{period}")
-                    .values(edition_key=edition.key)
-                )
+        if sent:  # content key tech|A
+            sent_delivery(store, reader, reader.email, f"m-{period}", edition_key=edition.key)
     return store
 
 
@@ -205,3 +197,65 @@ def test_a_reader_browses_the_archive_on_a_phone(
         "/weekly/2026-W47/",
     ]
     page.close()
+
+
+def test_an_edition_is_published_from_its_first_sent_row_until_every_sent_row_is_withdrawn(
+    store: Store,
+) -> None:
+    """The ledger keeps each edition's first sent time as its rows are recorded sent (the
+    earliest wins, whatever the order) and as cancelled provider batches are withdrawn."""
+    from datetime import timedelta
+
+    from digest.transports.base import SendResult
+
+    edition = make_edition(2, TOPICS)
+    store.editions.save(edition)
+    for i in range(4):
+        store.subscribers.add(Subscriber(email=f"r{i}@example.com", topics=TOPICS), now=NOW)
+    ledger = store.deliveries
+    ledger.plan(edition.key, lambda _id, _topics: ("tech|A", "A"), now=NOW)
+    ((_, ids),) = ledger.batches(edition.key, 4)
+    early, late = NOW + timedelta(hours=2), NOW + timedelta(hours=3)  # scheduled sends
+
+    def published_at() -> list[Any]:
+        return [at for _edition, at in store.editions.published("weekly")]
+
+    def send(batch: str, rows: list[int], at: Any) -> None:
+        claimed, _ = ledger.claim(edition.key, rows, batch_id=batch, scheduled_at=at, now=NOW)
+        assert claimed == set(rows)
+        assert at not in published_at()  # claimed is not sent
+        ledger.record([SendResult(r, True, batch) for r in rows], retries=0, now=NOW)
+
+    assert published_at() == []
+    send("b-late", ids[:2], late)
+    assert published_at() == [late]
+    send("b-early", ids[2:], early)  # recorded later, sent earlier: the earliest wins
+    assert published_at() == [early]
+    assert [e.key for e, _ in store.editions.published("weekly", "2026-W48")] == [edition.key]
+    assert ledger.release(edition.key, "b-early", now=NOW) == 2
+    assert store.editions.published("weekly") == [(edition, late)]
+    assert store.editions.published("weekly", "2026-W47") == []
+    assert ledger.release(edition.key, "b-late", now=NOW) == 2
+    assert store.editions.published("weekly") == []  # nothing of it went out
+
+
+def test_archive_pages_read_no_delivery(config: Config, published: Store) -> None:
+    """The list, a digest's list, its feed, an edition page and a topic mix page are read
+    from the editions alone: a ledger of millions of rows costs them nothing."""
+    from sqlalchemy import event
+
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        statements.append(statement)
+
+    client = client_for(config, published)
+    event.listen(published.engine, "before_cursor_execute", seen)
+    try:
+        for path in ("/archive/", "/archive/weekly/", "/archive/weekly/feed.atom", W48,
+                     W48 + "politics+tech/"):  # fmt: skip
+            assert client.get(path).status_code == 200, path
+    finally:
+        event.remove(published.engine, "before_cursor_execute", seen)
+    assert statements  # the pages did read the store
+    assert [s for s in statements if "deliveries" in s] == []

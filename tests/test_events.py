@@ -133,27 +133,35 @@ def test_each_event_kind_moves_the_subscriber_as_documented(
 
 
 # -- which subscriber an event is about ----------------------------------------------
-def sent_delivery(store: Store, subscriber: Subscriber, email: str, message_id: str) -> int:
-    """A sent delivery row, as the ledger leaves it, addressed to `email`."""
+def sent_delivery(
+    store: Store,
+    subscriber: Subscriber,
+    email: str,
+    message_id: str,
+    edition_key: str = "weekly/2026-W48",
+) -> int:
+    """A sent delivery row, as the ledger leaves it, addressed to `email`: written as a
+    claim leaves it, then recorded sent by the ledger."""
     from digest.store.schema import deliveries
+    from digest.transports.base import SendResult
 
     with store.engine.begin() as conn:
         result = conn.execute(
             deliveries.insert().values(
-                edition_key="weekly/2026-W48",
+                edition_key=edition_key,
                 subscriber_id=subscriber.id,
                 email=email,
                 variant="A",
                 content_key="tech|A",
-                state="sent",
+                state="sending",
                 attempts=1,
-                provider_message_id=message_id,
                 created_at=NOW,
                 updated_at=NOW,
-                sent_at=NOW,
             )
         )
-        return int(result.inserted_primary_key[0])  # type: ignore[index]
+    row = int(result.inserted_primary_key[0])  # type: ignore[index]
+    store.deliveries.record([SendResult(row, True, message_id)], retries=0, now=NOW)
+    return row
 
 
 def test_a_bounce_suppresses_its_address_not_the_subscriber_id_it_carried(

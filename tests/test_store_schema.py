@@ -126,3 +126,52 @@ def test_upgrading_a_0003_ledger_names_its_unsent_rows_and_indexes_rows_in_send_
     assert names == {"pending": "Ana", "sent": ""}  # a sent row keeps what it was sent with
     assert "ix_deliveries_send_order" in indexes
     assert not {"ix_deliveries_pending", "ix_deliveries_edition_state"} & indexes
+
+
+def test_upgrading_a_0005_store_fills_each_editions_first_sent_time_from_its_sent_rows(
+    config: Config,
+    run,  # type: ignore[no-untyped-def]
+) -> None:
+    from alembic import command
+
+    engine = create_engine(config.store_url)
+    alembic = AlembicConfig()
+    alembic.set_main_option("script_location", "digest.store:migrations")
+    rows = [  # (edition, state, sent_at)
+        ("weekly/2026-W01", "sent", "2026-01-05 09:00:00"),
+        ("weekly/2026-W01", "sent", "2026-01-05 08:00:00"),
+        ("weekly/2026-W01", "failed", "2026-01-05 07:00:00"),  # not sent: not counted
+        ("weekly/2026-W02", "pending", None),
+    ]
+    with engine.begin() as conn:
+        alembic.attributes["connection"] = conn
+        command.upgrade(alembic, "0005")
+        for key in ("weekly/2026-W01", "weekly/2026-W02"):
+            conn.execute(
+                text(
+                    "INSERT INTO editions (key, digest, period, status, created_at, data)"
+                    " VALUES (:k, 'weekly', :p, 'sent', '2026-01-05 06:00:00', '{}')"
+                ),
+                {"k": key, "p": key.split("/")[1]},
+            )
+        for i, (key, state, sent_at) in enumerate(rows):
+            conn.execute(
+                text(
+                    "INSERT INTO deliveries (edition_key, subscriber_id, email, name, variant,"
+                    " content_key, state, attempts, created_at, updated_at, sent_at) VALUES"
+                    " (:e, :i, :m, '', 'A', 'tech|A', :s, 1, '2026-01-05 06:00:00',"
+                    " '2026-01-05 06:00:00', :t)"
+                ),
+                {"e": key, "i": i + 1, "m": f"r{i}@example.org", "s": state, "t": sent_at},
+            )
+    engine.dispose()
+
+    assert "schema 0005 -> " in run("db", "upgrade").output
+    engine = create_engine(config.store_url)
+    try:
+        with engine.connect() as conn:
+            query = "SELECT key, first_sent_at FROM editions ORDER BY key"
+            first = [(k, str(at)[:19] if at else None) for k, at in conn.execute(text(query))]
+    finally:
+        engine.dispose()
+    assert first == [("weekly/2026-W01", "2026-01-05 08:00:00"), ("weekly/2026-W02", None)]

@@ -200,6 +200,7 @@ class DeliveryStore(Planning, Reports):
         ]
         if len(own) > 1:
             groups = {k: v for k, v in groups.items() if not (k[0] and len(v) == 1)}
+        sent = next((r.delivery_id for r in results if r.ok), None)
 
         def work(conn: Connection) -> None:
             if len(own) > 1:
@@ -231,6 +232,8 @@ class DeliveryStore(Planning, Reports):
                 for chunk in chunks(ids):
                     stmt = update(deliveries).where(self._in_ids).values(**values)
                     conn.execute(stmt, self._ids(chunk))
+            if sent is not None:
+                _published(conn, sent)
 
         self._write("record results", work)
 
@@ -303,14 +306,29 @@ class DeliveryStore(Planning, Reports):
             return [(r.provider_batch_id, r.at, int(r.n)) for r in conn.execute(query)]
 
     def release(self, edition_key: str, batch_id: str | None, *, now: datetime) -> int:
-        """Rows of a cancelled provider batch go back to pending (sent again with a new batch)."""
-        return self._move(edition_key, ("sending", "sent"), batch_id, "pending", None, now)
+        """Rows of a cancelled provider batch go back to pending (sent again with a new batch);
+        the edition's first sent time is then that of the rows still sent, if any."""
+        move = self._move(edition_key, ("sending", "sent"), batch_id, "pending", None, now)
+        earliest = (
+            select(func.min(_d.sent_at))
+            .where(_d.edition_key == edition_key, _d.state == "sent")
+            .scalar_subquery()
+        )
+        again = update(editions).where(editions.c.key == edition_key)
+
+        def work(conn: Connection) -> int:
+            moved = changed(conn, move, _d.id)
+            conn.execute(again.values(first_sent_at=earliest))
+            return moved
+
+        return self._write("withdraw a batch", work)
 
     def fail_in_doubt(
         self, edition_key: str, batch_id: str | None, reason: str, *, now: datetime
     ) -> int:
         """Rows of one batch left in `sending` become failed with `reason`."""
-        return self._move(edition_key, ("sending",), batch_id, "failed", reason, now)
+        stmt = self._move(edition_key, ("sending",), batch_id, "failed", reason, now)
+        return self._write("settle rows", lambda conn: changed(conn, stmt, _d.id))
 
     def _move(
         self,
@@ -320,7 +338,8 @@ class DeliveryStore(Planning, Reports):
         state: str,
         error: str | None,
         now: datetime,
-    ) -> int:
+    ) -> Any:
+        """The UPDATE moving one provider batch's rows in `from_states` to `state`."""
         batch = (
             _d.provider_batch_id.is_(None) if batch_id is None else _d.provider_batch_id == batch_id
         )
@@ -332,12 +351,11 @@ class DeliveryStore(Planning, Reports):
         }
         if state == "pending":
             values.update(provider_batch_id=None, provider_message_id=None)
-        stmt = (
+        return (
             update(deliveries)
             .where(and_(_d.edition_key == edition_key, _d.state.in_(from_states), batch))
             .values(**values)
         )
-        return self._write("settle rows", lambda conn: changed(conn, stmt, _d.id))
 
     def retry_failed(self, edition_key: str, *, now: datetime) -> int:
         """Failed rows go back to pending so this run sends them again."""
@@ -370,3 +388,17 @@ def _due(due: datetime | None) -> tuple[Any, ...]:
     if due is None:
         return ()
     return (or_(_d.send_after.is_(None), _d.send_after <= due),)
+
+
+def _published(conn: Connection, row_id: int) -> None:
+    """The edition of a row just sent keeps the earliest sent time of its sent rows (the
+    rows of one provider call share theirs: the call's time, or its scheduled send time)."""
+    row = conn.execute(select(_d.edition_key, _d.sent_at).where(_d.id == row_id)).first()
+    if row is None:  # gone meanwhile (its subscriber deleted)
+        return
+    first = editions.c.first_sent_at
+    conn.execute(
+        update(editions)
+        .where(editions.c.key == row.edition_key, or_(first.is_(None), first > row.sent_at))
+        .values(first_sent_at=row.sent_at)
+    )

@@ -6,7 +6,7 @@ import builtins
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, func, select
+from sqlalchemy import Connection, Engine, delete, select
 
 from digest.editions import Edition
 from digest.errors import UsageError
@@ -114,23 +114,23 @@ class EditionStore:
         with self.engine.connect() as conn:
             return [(r.key, r.status, r.created_at) for r in conn.execute(query)]
 
-    def published(self, digest: str) -> builtins.list[tuple[Edition, datetime]]:
+    def published(
+        self, digest: str, period: str | None = None
+    ) -> builtins.list[tuple[Edition, datetime]]:
         """Editions of `digest` that went out (a delivery was sent), newest first, each with
-        the time its first delivery was sent."""
-        first_sent = (
-            select(deliveries.c.edition_key, func.min(deliveries.c.sent_at).label("at"))
-            .where(deliveries.c.state == "sent", deliveries.c.sent_at.is_not(None))
-            .group_by(deliveries.c.edition_key)
-            .subquery()
+        the time its first delivery was sent; with `period`, only that period's. Read from
+        the editions alone: the ledger keeps each one's first sent time."""
+        e = editions.c
+        query = select(e.data, e.first_sent_at).where(
+            e.digest == digest, e.first_sent_at.is_not(None)
         )
-        query = (
-            select(editions.c.data, first_sent.c.at)
-            .join(first_sent, first_sent.c.edition_key == editions.c.key)
-            .where(editions.c.digest == digest)
-            .order_by(editions.c.period.desc())
-        )
+        if period is not None:
+            query = query.where(e.period == period)
         with self.engine.connect() as conn:
-            return [(Edition.from_dict(r.data), r.at) for r in conn.execute(query)]
+            return [
+                (Edition.from_dict(r.data), r.first_sent_at)
+                for r in conn.execute(query.order_by(e.period.desc()))
+            ]
 
     def topic_mixes(self, key: str) -> builtins.list[tuple[str, ...]]:
         """The distinct topic sets edition `key` was sent with (from its deliveries)."""

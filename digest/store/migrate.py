@@ -16,7 +16,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from digest.errors import DigestError
 
-SCHEMA_VERSION = "0005"  # the head of digest/store/migrations/versions
+SCHEMA_VERSION = "0006"  # the head of digest/store/migrations/versions
 BASELINE = "0001"  # the schema that stores made before migrations existed already have
 VERSION_TABLE = "alembic_version"
 UPGRADE_HINT = "run: digest db upgrade"

@@ -72,6 +72,10 @@ editions = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("approved_at", UTCDateTime),
     Column("data", JSON, nullable=False),  # Edition.to_dict()
+    # When its first delivery was sent (the earliest sent_at of its sent rows), kept by the
+    # ledger as rows become sent or are withdrawn: the archive lists published editions
+    # without reading their deliveries.
+    Column("first_sent_at", UTCDateTime),
 )
 
 # Which articles an edition carried, so later editions of the same digest never repeat one.

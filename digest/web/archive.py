@@ -104,7 +104,7 @@ def feed(digest: str) -> Response:
 def edition_page(digest: str, period: str, mix: str = "") -> Response:
     ctx = web()
     spec = _digest(digest, "public", "unlisted")
-    found = [e for e, _ in ctx.store.editions.published(spec.key) if e.period == period]
+    found = [e for e, _ in ctx.store.editions.published(spec.key, period)]
     if not found:
         abort(404)
     edition = found[0]

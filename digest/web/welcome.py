@@ -13,7 +13,9 @@ from digest.render.view import Section, context, edition_url, in_sections, subje
 
 
 class PublishedEditions(Protocol):
-    def published(self, digest: str) -> list[tuple[Edition, datetime]]: ...
+    def published(
+        self, digest: str, period: str | None = None
+    ) -> list[tuple[Edition, datetime]]: ...
     def topic_mixes(self, key: str) -> list[tuple[str, ...]]: ...
 
 
