@@ -204,6 +204,31 @@ def test_an_event_follows_its_delivery_id_when_it_has_no_message_id(store: Store
     assert status(store, ana) == "unsubscribed"
 
 
+def test_an_event_with_a_delivery_id_finds_its_row_by_primary_key_alone(store: Store) -> None:
+    """An event that carries its delivery id (every SendGrid event does: a custom arg) is
+    matched by the ledger's primary key; the message id, which no index holds, is not
+    searched."""
+    from sqlalchemy import event as sql_event
+
+    ana = add(store, "ana.new@example.com")
+    delivery = sent_delivery(store, ana, "ana.old@example.com", "msgA1")
+    event = ev("spamreport", "1", "ana.old@example.com", sg_message_id="msgA1.filter0001.1.0",
+               delivery_id=str(delivery))  # fmt: skip
+    statements: list[str] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, *_rest: object) -> None:
+        statements.append(statement)
+
+    sql_event.listen(store.engine, "before_cursor_execute", seen)
+    try:
+        apply_events(store, parse_sendgrid_events(payload(event)), now=NOW)
+    finally:
+        sql_event.remove(store.engine, "before_cursor_execute", seen)
+    assert status(store, ana) == "complained"
+    reads = [s for s in statements if "FROM deliveries" in s]
+    assert reads and all("provider_message_id" not in s for s in reads), reads
+
+
 def test_a_message_id_sent_to_another_address_suppresses_nobody(
     store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:

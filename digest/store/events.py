@@ -145,12 +145,14 @@ def _by_address(conn: Connection, email: str) -> int | None:
 
 
 def _by_delivery(conn: Connection, event: Event) -> int | None:
-    """The subscriber of the delivery this event reports on, if it went to the event's address."""
+    """The subscriber of the delivery this event reports on, if it went to the event's address:
+    by delivery id first (its primary key), then by message id (no index: a scan of the
+    ledger, left for events that carry no delivery id)."""
     where = []
-    if event.message_id:
-        where.append(deliveries.c.provider_message_id == event.message_id)
     if event.delivery_id is not None:
         where.append(deliveries.c.id == event.delivery_id)
+    if event.message_id:
+        where.append(deliveries.c.provider_message_id == event.message_id)
     for condition in where:
         row = conn.execute(
             select(deliveries.c.subscriber_id).where(condition, deliveries.c.email == event.email)
