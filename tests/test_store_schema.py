@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config as AlembicConfig
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import Connection, create_engine, inspect, text
 
 from digest.config import Config
 from digest.errors import ExitCode
@@ -20,6 +23,23 @@ def _versions(url: str) -> list[str]:
     try:
         with engine.connect() as conn:
             return [r[0] for r in conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}"))]
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def _store_at(url: str, version: str) -> Iterator[Connection]:
+    """A store migrated up to `version` (not further), in one transaction to write rows in."""
+    from alembic import command
+
+    engine = create_engine(url)
+    alembic = AlembicConfig()
+    alembic.set_main_option("script_location", "digest.store:migrations")
+    try:
+        with engine.begin() as conn:
+            alembic.attributes["connection"] = conn
+            command.upgrade(alembic, version)
+            yield conn
     finally:
         engine.dispose()
 
@@ -87,14 +107,7 @@ def test_upgrading_a_0003_ledger_names_its_unsent_rows_and_indexes_rows_in_send_
     config: Config,
     run,  # type: ignore[no-untyped-def]
 ) -> None:
-    from alembic import command
-
-    engine = create_engine(config.store_url)
-    alembic = AlembicConfig()
-    alembic.set_main_option("script_location", "digest.store:migrations")
-    with engine.begin() as conn:
-        alembic.attributes["connection"] = conn
-        command.upgrade(alembic, "0003")
+    with _store_at(config.store_url, "0003") as conn:
         conn.execute(
             text(
                 "INSERT INTO subscribers (id, email, name, topics, timezone, locale, status,"
@@ -113,7 +126,6 @@ def test_upgrading_a_0003_ledger_names_its_unsent_rows_and_indexes_rows_in_send_
                 ),
                 {"e": f"weekly/2026-W0{1 if state == 'pending' else 2}", "s": state},
             )
-    engine.dispose()
 
     assert "schema 0003 -> " in run("db", "upgrade").output
     engine = create_engine(config.store_url)
@@ -132,20 +144,13 @@ def test_upgrading_a_0005_store_fills_each_editions_first_sent_time_from_its_sen
     config: Config,
     run,  # type: ignore[no-untyped-def]
 ) -> None:
-    from alembic import command
-
-    engine = create_engine(config.store_url)
-    alembic = AlembicConfig()
-    alembic.set_main_option("script_location", "digest.store:migrations")
     rows = [  # (edition, state, sent_at)
         ("weekly/2026-W01", "sent", "2026-01-05 09:00:00"),
         ("weekly/2026-W01", "sent", "2026-01-05 08:00:00"),
         ("weekly/2026-W01", "failed", "2026-01-05 07:00:00"),  # not sent: not counted
         ("weekly/2026-W02", "pending", None),
     ]
-    with engine.begin() as conn:
-        alembic.attributes["connection"] = conn
-        command.upgrade(alembic, "0005")
+    with _store_at(config.store_url, "0005") as conn:
         for key in ("weekly/2026-W01", "weekly/2026-W02"):
             conn.execute(
                 text(
@@ -164,7 +169,6 @@ def test_upgrading_a_0005_store_fills_each_editions_first_sent_time_from_its_sen
                 ),
                 {"e": key, "i": i + 1, "m": f"r{i}@example.org", "s": state, "t": sent_at},
             )
-    engine.dispose()
 
     assert "schema 0005 -> " in run("db", "upgrade").output
     engine = create_engine(config.store_url)

@@ -11,24 +11,15 @@ from zoneinfo import ZoneInfo
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from digest.config.base import (
-    Key,
-    Model,
-    check_key,
-    check_timezone,
-    no_repeats,
-    parse_duration,
-    wait_seconds,
-)
+from digest.config.base import Key, Model, check_key, check_timezone, no_repeats
 from digest.config.delivery import Delivery, DkimSettings, SendGridSettings, SmtpSettings, Web
-from digest.config.digests import Digest, Experiment, Schedule, Variant
+from digest.config.digests import Digest, Experiment, Variant
 from digest.errors import ConfigError
 
 __all__ = [
-    "Config", "ConfigError", "Delivery", "Digest", "DkimSettings", "Experiment", "Key",
-    "SendGridSettings", "Schedule", "Sender", "Site", "SmtpSettings", "Source", "Topic",
-    "Variant", "Web", "check_timezone", "load_config", "parse_duration", "secret",
-    "wait_seconds",
+    "Config", "ConfigError", "Delivery", "Digest", "DkimSettings", "Experiment", "SendGridSettings",
+    "Sender", "Site", "SmtpSettings", "Source", "Topic", "Variant", "Web",
+    "check_timezone", "load_config", "secret",
 ]  # fmt: skip
 
 DEFAULT_CONFIG = "digest.yaml"
