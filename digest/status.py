@@ -46,11 +46,17 @@ def _row(
 
 
 def edition_rows(
-    config: Config, store: Store, digest: str | None, now: datetime
+    config: Config, store: Store, digest: str | None, now: datetime, last: int = 0
 ) -> list[dict[str, Any]]:
-    """Each stored edition (of `digest`, or all): state, delivery counts, next action."""
+    """Each stored edition (of `digest`, or all; with `last`, the `last` made most recently),
+    in key order: state, delivery counts, next action. Only the editions listed have their
+    rows counted (a million-reader edition's count reads its million rows)."""
+    listed = store.editions.list(digest)
+    if last:
+        newest = sorted(listed, key=lambda e: (e[2], e[0]), reverse=True)[:last]
+        listed = sorted(newest)
     rows = []
-    for key, state, created in store.editions.list(digest):
+    for key, state, created in listed:
         edition = store.editions.get(key)
         if edition is None or edition.digest not in {d.key for d in config.digests}:
             continue

@@ -4,6 +4,7 @@ from the command line, cadences (--date, --month), and subscribers choosing dige
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -215,3 +216,35 @@ def test_the_preference_center_saves_the_digests_chosen(config: Config, store: S
     assert client.post(f"/p/{tok}", data={**form, "digests": []}).status_code == 400
     assert client.post(f"/p/{tok}", data={**form, "digests": ["daily"]}).status_code == 200
     assert store.subscribers.get(ana.id or 0).digests == ("daily",)  # type: ignore[union-attr]
+
+
+def test_editions_lists_the_most_recent_ones_and_counts_only_those(run: Run, store: Store) -> None:
+    """Years of editions: `digest editions` lists the 20 made most recently, in key order,
+    says how many older ones it left out, and counts the deliveries of those 20 only;
+    --last 0 lists every one."""
+    from datetime import timedelta
+
+    from editions import make_edition
+    from sqlalchemy import Engine, event
+
+    start = datetime(2025, 1, 6, tzinfo=UTC)
+    for week in range(1, 26):
+        edition = make_edition(1, ("politics",), period=f"2025-W{week:02d}")
+        store.editions.save(replace(edition, created_at=start + timedelta(weeks=week)))
+    counted: list[str] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, *_rest: object) -> None:
+        if "FROM deliveries" in statement:
+            counted.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", seen)  # the command opens its own engine
+    try:
+        out = run("--now", NOW, "editions", "weekly").stdout.splitlines()
+    finally:
+        event.remove(Engine, "before_cursor_execute", seen)
+    assert [line.split()[0] for line in out[:-1]] == [f"weekly/2025-W{w:02d}" for w in range(6, 26)]
+    assert out[-1] == "(5 older editions not listed: --last 0 lists every one)"
+    assert len(counted) == 20  # one count per edition listed
+    rows = json.loads(run("--now", NOW, "editions", "--last", "0", "--json").stdout)
+    assert len(rows) == 25 and rows[0]["edition"] == "weekly/2025-W01"
+    assert run("editions", "--last", "-1", expect=2).exit_code == 2

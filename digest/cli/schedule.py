@@ -179,18 +179,29 @@ def schedule_list_command(env: Env, digest: str | None, count: int, as_json: boo
 
 @click.command("editions")
 @click.argument("digest", required=False)
+@click.option(
+    "--last",
+    type=click.IntRange(min=0),
+    default=20,
+    show_default=True,
+    help="List the editions made most recently, this many; 0 lists every one.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
 @pass_env
-def editions_command(env: Env, digest: str | None, as_json: bool) -> None:
+def editions_command(env: Env, digest: str | None, last: int, as_json: bool) -> None:
     """List editions with their state, delivery counts and what happens next.
+
+    Each edition listed has its deliveries counted, which reads all its rows: the list
+    stops at the most recent ones (--last).
 
     \b
     Example:
       digest editions weekly
+      digest editions --last 0 --json
     """
     if digest:
         env.config.digest(digest)  # an unknown digest is an error naming the known ones
-    rows = edition_rows(env.config, env.store, digest, env.now())
+    rows = edition_rows(env.config, env.store, digest, env.now(), last=last)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -199,6 +210,9 @@ def editions_command(env: Env, digest: str | None, as_json: bool) -> None:
     for row in rows:
         counts = ", ".join(f"{k} {v}" for k, v in row["deliveries"].items() if v) or "-"
         click.echo(f"{row['edition']:<22}  {row['state']:<10}  {counts:<28}  {row['next']}")
+    older = len(env.store.editions.list(digest)) - last if last else 0
+    if older > 0:
+        click.echo(f"({older} older editions not listed: --last 0 lists every one)")
 
 
 COMMANDS: list[click.Command] = [
