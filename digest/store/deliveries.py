@@ -18,6 +18,7 @@ from sqlalchemy import Connection, Select, and_, bindparam, func, or_, select, u
 from digest.compose import Row
 from digest.editions import Edition
 from digest.errors import UsageError
+from digest.store.editions import note_sent, recount_first_sent
 from digest.store.ledger import PENDING, chunks, driver_rows
 from digest.store.locks import edition_lock
 from digest.store.planning import Planning
@@ -233,7 +234,7 @@ class DeliveryStore(Planning, Reports):
                     stmt = update(deliveries).where(self._in_ids).values(**values)
                     conn.execute(stmt, self._ids(chunk))
             if sent is not None:
-                _published(conn, sent)
+                note_sent(conn, sent)
 
         self._write("record results", work)
 
@@ -309,16 +310,10 @@ class DeliveryStore(Planning, Reports):
         """Rows of a cancelled provider batch go back to pending (sent again with a new batch);
         the edition's first sent time is then that of the rows still sent, if any."""
         move = self._move(edition_key, ("sending", "sent"), batch_id, "pending", None, now)
-        earliest = (
-            select(func.min(_d.sent_at))
-            .where(_d.edition_key == edition_key, _d.state == "sent")
-            .scalar_subquery()
-        )
-        again = update(editions).where(editions.c.key == edition_key)
 
         def work(conn: Connection) -> int:
             moved = changed(conn, move, _d.id)
-            conn.execute(again.values(first_sent_at=earliest))
+            recount_first_sent(conn, edition_key)
             return moved
 
         return self._write("withdraw a batch", work)
@@ -388,17 +383,3 @@ def _due(due: datetime | None) -> tuple[Any, ...]:
     if due is None:
         return ()
     return (or_(_d.send_after.is_(None), _d.send_after <= due),)
-
-
-def _published(conn: Connection, row_id: int) -> None:
-    """The edition of a row just sent keeps the earliest sent time of its sent rows (the
-    rows of one provider call share theirs: the call's time, or its scheduled send time)."""
-    row = conn.execute(select(_d.edition_key, _d.sent_at).where(_d.id == row_id)).first()
-    if row is None:  # gone meanwhile (its subscriber deleted)
-        return
-    first = editions.c.first_sent_at
-    conn.execute(
-        update(editions)
-        .where(editions.c.key == row.edition_key, or_(first.is_(None), first > row.sent_at))
-        .values(first_sent_at=row.sent_at)
-    )

@@ -6,7 +6,7 @@ import builtins
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, select
+from sqlalchemy import Connection, Engine, delete, func, or_, select, update
 
 from digest.editions import Edition
 from digest.errors import UsageError
@@ -168,3 +168,32 @@ def _merged_ids(extra: dict[str, object]) -> list[str]:
     """Ids of near-duplicates merged into a card (select puts them in `extra['merged_ids']`)."""
     ids = extra.get("merged_ids", [])
     return [str(i) for i in ids] if isinstance(ids, list) else []
+
+
+# -- an edition's first sent time, kept by the ledger in its own transactions ------------
+def note_sent(conn: Connection, row_id: int) -> None:
+    """The edition of a delivery row just recorded sent keeps the earliest sent time of its
+    sent rows (the rows of one provider call share theirs: the call's time, or its
+    scheduled send time)."""
+    d = deliveries.c
+    row = conn.execute(select(d.edition_key, d.sent_at).where(d.id == row_id)).first()
+    if row is None:  # gone meanwhile (its subscriber deleted)
+        return
+    first = editions.c.first_sent_at
+    conn.execute(
+        update(editions)
+        .where(editions.c.key == row.edition_key, or_(first.is_(None), first > row.sent_at))
+        .values(first_sent_at=row.sent_at)
+    )
+
+
+def recount_first_sent(conn: Connection, edition_key: str) -> None:
+    """After sent rows were withdrawn: the earliest sent time of the rows still sent, or
+    none (the edition is no longer published)."""
+    d = deliveries.c
+    earliest = (
+        select(func.min(d.sent_at)).where(d.edition_key == edition_key, d.state == "sent")
+    ).scalar_subquery()
+    conn.execute(
+        update(editions).where(editions.c.key == edition_key).values(first_sent_at=earliest)
+    )
