@@ -30,7 +30,7 @@ from digest.lifecycle import APPROVED, CANCELLED, SCHEDULED, SENDABLE, SENDING, 
 from digest.proof import test_send
 from digest.send import SendOptions, send_edition
 from digest.store import Store
-from digest.store.locks import LockedError, run_lock
+from digest.store.locks import run_lock
 from digest.subscribers import Subscriber
 from digest.transports.base import Transport
 
@@ -177,33 +177,6 @@ def _winner(runner: Runner, key: str) -> None:
     ):
         detail = f"variant {result.decision.variant} ({result.decision.verdict}): "
         runner.report(key, "winner", detail + result.summary.line())
-
-
-class Stop(Protocol):
-    """When the scheduler loop ends (threading.Event; tests pass a fake clock's)."""
-
-    def is_set(self) -> bool: ...
-    def wait(self, timeout: float) -> bool: ...
-
-
-def loop(
-    make: Callable[[], Runner], *, stop: Stop, interval: float, log: Callable[[str], None]
-) -> int:
-    """Run `run_due` every `interval` seconds (on the boundary) until `stop` is set;
-    returns how many runs there were. A failed run is logged; the loop goes on."""
-    runs = 0
-    while not stop.is_set():
-        run = make()
-        try:
-            for action in run_due(run):
-                log(action.line())
-        except LockedError:
-            log(f"{run.now().isoformat(timespec='seconds')}  another run-due is running")
-        except DigestError as exc:
-            log(f"{run.now().isoformat(timespec='seconds')}  error: {exc}")
-        runs += 1
-        stop.wait(interval - run.now().timestamp() % interval)
-    return runs
 
 
 def _due_steps(runner: Runner, digest: Digest) -> None:

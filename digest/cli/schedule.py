@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from digest import runner
+from digest import runner, scheduler
 from digest.cli import Env, iso_datetime, pass_env
 from digest.config import secret
 from digest.editions import Edition
@@ -128,7 +128,7 @@ def scheduler_command(env: Env, now: datetime | None, transport: str | None, int
         clock = lambda: start + timedelta(seconds=time.monotonic() - started)  # noqa: E731
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        runner.loop(
+        scheduler.loop(
             lambda: _runner(env, transport, False, now=clock, should_stop=stop.is_set),
             stop=stop, interval=interval, log=_log,
         )  # fmt: skip
