@@ -47,13 +47,15 @@ def _row(
 
 def edition_rows(
     config: Config, store: Store, digest: str | None, now: datetime, last: int = 0
-) -> list[dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], int]:
     """Each stored edition (of `digest`, or all; with `last`, the `last` made most recently),
-    in key order: state, delivery counts, next action. Only the editions listed have their
-    rows counted (a million-reader edition's count reads its million rows)."""
-    listed = store.editions.list(digest)
+    in key order: state, delivery counts, next action; and how many older ones were left
+    out. Only the editions listed have their rows counted (a million-reader edition's
+    count reads its million rows)."""
+    stored = store.editions.list(digest)
+    listed = stored
     if last:
-        newest = sorted(listed, key=lambda e: (e[2], e[0]), reverse=True)[:last]
+        newest = sorted(stored, key=lambda e: (e[2], e[0]), reverse=True)[:last]
         listed = sorted(newest)
     rows = []
     for key, state, created in listed:
@@ -65,7 +67,7 @@ def edition_rows(
             "edition": key, "state": state, "created_at": created.isoformat(),
             "deliveries": counts, "next": next_action(config, store, edition, counts, now),
         })  # fmt: skip
-    return rows
+    return rows, len(stored) - len(listed)
 
 
 def next_action(

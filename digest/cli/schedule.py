@@ -201,7 +201,7 @@ def editions_command(env: Env, digest: str | None, last: int, as_json: bool) -> 
     """
     if digest:
         env.config.digest(digest)  # an unknown digest is an error naming the known ones
-    rows = edition_rows(env.config, env.store, digest, env.now(), last=last)
+    rows, older = edition_rows(env.config, env.store, digest, env.now(), last=last)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -210,8 +210,7 @@ def editions_command(env: Env, digest: str | None, last: int, as_json: bool) -> 
     for row in rows:
         counts = ", ".join(f"{k} {v}" for k, v in row["deliveries"].items() if v) or "-"
         click.echo(f"{row['edition']:<22}  {row['state']:<10}  {counts:<28}  {row['next']}")
-    older = len(env.store.editions.list(digest)) - last if last else 0
-    if older > 0:
+    if older:
         click.echo(f"({older} older editions not listed: --last 0 lists every one)")
 
 
