@@ -52,14 +52,14 @@ def serving(
         stop(proc)
 
 
-def stop(proc: subprocess.Popen[Any]) -> None:
-    """SIGTERM, then SIGKILL if it has not ended within 10 s."""
+def stop(proc: subprocess.Popen[Any], timeout: float = 10) -> None:
+    """SIGTERM, then SIGKILL if it has not ended within `timeout` seconds."""
     proc.terminate()
     try:
-        proc.wait(timeout=10)
+        proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
-        proc.wait(timeout=10)
+        proc.wait(timeout=timeout)
 
 
 def post(port: int, path: str, body: bytes = ONE_CLICK) -> bytes:

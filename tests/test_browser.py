@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from browser import chromium
 from conftest import ROOT, SECRET
+from serving import stop
 
 from digest.articles import Article
 from digest.config import Config
@@ -44,12 +45,7 @@ def server(project: Path, store: Store) -> Iterator[str]:
     try:
         yield _wait_until_healthy(proc)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        stop(proc, timeout=5)
 
 
 def _wait_until_healthy(proc: subprocess.Popen[bytes]) -> str:
