@@ -17,7 +17,10 @@ pinned: the fake, PostgreSQL and the workers share the machine's cores as the OS
 them. `--pin` gives the fake the last core to itself and everything else the others (on
 2 cores: the fake on one, PostgreSQL and the workers on the other). The CPU seconds each
 process used in each run are printed so the sharing can be read (and how busy each worker
-was, so an idle one shows), each run's line as soon as it ends; a run that fails prints
+was, so an idle one shows), each run's line as soon as it ends. From each 1-worker run's
+figures it prints the ceiling: the most any number of workers could gain over it on this
+machine's cores, with queueing as long (one process) and sending's CPU seconds (workers,
+PostgreSQL, the fake) spread over every core without loss. A run that fails prints
 what failed and each worker's last output, and the script exits 1. `--concurrency K` runs
 K batch tasks at once in each worker process (default: the worker's own default,
 `delivery.in_flight`); `--rounds R` repeats the 1-then-2 pair.
@@ -252,12 +255,12 @@ def _timed(
     pg_cpu, fake_cpu = _postgres_cpu(server), fake.count()[3]
     worker_cpu = [_cpu(p.pid) for p in procs]
     transport = make_transport("sendgrid", config, edition_key=edition.key, now=_now)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     queued = send_queued(
         edition, config=config, store=store, transport=transport,
         secret=SECRET, now=_now, options=SendOptions(batch_size=1000),
     )  # fmt: skip
-    queued_s = time.perf_counter() - t0
+    queued_s, cpu1 = time.perf_counter() - t0, time.process_time()
     pg_queueing = _postgres_cpu(server) - pg_cpu
     deadline = time.monotonic() + TIMEOUT
     while store.schedules.state(edition.key) != "sent":
@@ -272,11 +275,13 @@ def _timed(
     pg_cpu = _postgres_cpu(server) - pg_cpu
     worker_cpu = [_cpu(p.pid) - c for p, c in zip(procs, worker_cpu, strict=True)]
     fake_cpu = fake.count()[3] - fake_cpu
+    queue_cpu, wait_cpu = cpu1 - cpu0, time.process_time() - cpu1
     sent = store.deliveries.counts(edition.key)["sent"]
     store.close()
     return {"rows": queued.rows, "sent": sent, "queued_s": queued_s, "total_s": total_s,
             "worker_cpu": worker_cpu, "pg_cpu": pg_cpu, "pg_queueing": pg_queueing,
-            "fake_cpu": fake_cpu, "load": load}  # fmt: skip
+            "fake_cpu": fake_cpu, "queue_cpu": queue_cpu, "wait_cpu": wait_cpu,
+            "load": load}  # fmt: skip
 
 
 def _now() -> datetime:
@@ -299,8 +304,16 @@ def _line(w: int, r: dict[str, Any]) -> tuple[str, float, float]:
             f"(one process), {after:,.0f}/s after it; load {r['load']:.1f}; CPU s: workers "
             f"{cpu} (busy {busy} of the run), PostgreSQL {r['pg_cpu']:.1f} ({per:.0f} us a "
             f"recipient; {r['pg_queueing']:.1f} while queueing), "
-            f"fake {r['fake_cpu']:.1f}")  # fmt: skip
+            f"fake {r['fake_cpu']:.1f}, queueing process {r['queue_cpu']:.1f}")  # fmt: skip
     return text, rate, after
+
+
+def _ceiling(r: dict[str, Any], cores: int) -> tuple[float, float]:
+    """The most any worker count can gain over run `r` on `cores` cores, end to end, and
+    the CPU seconds its sending took: queueing stays as long (one process), and sending's
+    CPU (workers, PostgreSQL, the fake, the wait) is spread over every core at best."""
+    sending = sum(r["worker_cpu"]) + r["pg_cpu"] - r["pg_queueing"] + r["fake_cpu"] + r["wait_cpu"]
+    return r["total_s"] / (r["queued_s"] + sending / cores), sending
 
 
 def main() -> None:
@@ -321,6 +334,8 @@ def main() -> None:
     fake = FakeProcess().__enter__()
     sharing = "nothing pinned: the fake, PostgreSQL and the workers share every core"
     rates: dict[int, list[tuple[float, float]]] = {1: [], 2: []}
+    ceilings: list[float] = []  # per round, from its 1-worker run
+    cores = os.cpu_count() or 1
     try:
         if args.pin:
             sharing = _pin(fake.process.pid or 0, _server(base_url))
@@ -336,6 +351,12 @@ def main() -> None:
                 text, rate, after = _line(w, r)
                 rates[w].append((rate, after))
                 print(text, flush=True)
+                if w == 1:
+                    most, sending = _ceiling(r, cores)
+                    ceilings.append(most)
+                    print(f"ceiling:      {most:.2f}x for any number of workers: queueing "
+                          f"{r['queued_s']:.2f} s as it is, sending's {sending:.1f} CPU s over "
+                          f"{cores} cores", flush=True)  # fmt: skip
         delivered, _requests, server_mb, _cpu_s = fake.count()
     finally:
         fake.__exit__(None, None, None)
@@ -343,6 +364,8 @@ def main() -> None:
         pairs = [two[i] / one[i] for one, two in zip(rates[1], rates[2], strict=True)]
         print(f"2 vs 1:       {', '.join(f'{p:.2f}x' for p in pairs)} {what} "
               "(each pair run back to back)")  # fmt: skip
+    print(f"2 vs 1 limit: {', '.join(f'{c:.2f}x' for c in ceilings)} end to end, "
+          "the ceiling of each pair's 1-worker run on this machine's cores")  # fmt: skip
     print(f"provider got: {delivered:,} recipients over all runs; fake server peak RSS "
           f"{server_mb:,.0f} MiB")  # fmt: skip
     print(f"load average: {load()} at end", flush=True)
