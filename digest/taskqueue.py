@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 from digest import lifecycle
 from digest import send as sending
@@ -37,6 +38,7 @@ from digest.transports.base import Transport
 
 try:
     import procrastinate
+    import psycopg
     from procrastinate.job_context import JobContext
 except ImportError:  # pragma: no cover - the postgres extra is not installed
     procrastinate = None  # type: ignore[assignment]
@@ -118,7 +120,9 @@ def _tasks() -> Any:
     retry_busy = procrastinate.RetryStrategy(
         max_attempts=LOCK_TRIES,
         wait=LOCK_WAIT,  # type: ignore[arg-type]  # typed int; it becomes timedelta(seconds=)
-        retry_exceptions={LockedError, Busy},
+        # a lost database connection too: each try claims only rows still pending, records
+        # only onto rows it still holds, and the final task reconciles the rest
+        retry_exceptions={LockedError, Busy, OperationalError, psycopg.OperationalError},
     )
 
     @tasks.task(name="send_batch", pass_context=True, retry=retry_busy)

@@ -12,13 +12,14 @@ from typing import Any
 import psutil
 import pytest
 from conftest import SECRET
+from cuts import drop_connections
 from itsdangerous import URLSafeSerializer
 from serving import NOW, post, readers, rows, serving
 from sqlalchemy import event, func, select, text
 
 from digest.config import Config
 from digest.errors import BusyError
-from digest.store import Store
+from digest.store import Store, open_store
 from digest.store.group import GroupCommit
 from digest.store.schema import consents
 from digest.subscriber import Subscriber
@@ -110,6 +111,32 @@ def test_a_repeated_one_click_answers_200_and_keeps_the_first_change(
     again = post(serve, path)
     assert again.startswith(b"HTTP/1.1 200 OK\r\n") and ana.email.encode() in again
     assert rows(store)[ana.id or 0] == first
+
+
+@pytest.mark.parametrize(
+    "store_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+def test_one_click_still_answers_after_the_database_cut_its_connections(
+    project: Path, config: Config
+) -> None:
+    """PostgreSQL restarted or the network cut: `digest serve`'s pooled connections are
+    dead. The next one-click is still answered 200 and written (a pooled connection is
+    checked as it is taken), not refused because the first statement met a dead one."""
+    store = open_store(config.store_url)
+    try:
+        first, second = readers(store, 2)
+        with serving(project) as (port, proc):
+            assert post(port, _one_click(first)).startswith(b"HTTP/1.1 200 OK\r\n")
+            assert drop_connections(store, [proc.pid]) >= 1
+            answer = post(port, _one_click(second))
+            assert answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer[:200]
+        assert rows(store)[second.id or 0][:2] == ("unsubscribed", "one-click")
+    finally:
+        store.close()
+
+
+def _one_click(reader: Subscriber) -> str:
+    return f"/u/{make_token(SECRET, 'unsubscribe', reader.id or 0)}"
 
 
 @pytest.mark.parametrize("case", ["tampered", "wrong purpose", "unknown subscriber", "no token"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import random
 import weakref
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -252,7 +253,10 @@ def test_claiming_and_recording_a_row_writes_no_index_entry(store: Store, editio
         before = conn.exec_driver_sql(pages).all() if postgres else []
     rows = _claim(store, 60)
     store.deliveries.record(
-        [SendResult(r.id, ok=True, message_id="<m@example.com>") for r in rows], retries=0, now=NOW
+        [SendResult(r.id, ok=True, message_id="<m@example.com>") for r in rows],
+        batch_id=None,
+        retries=0,
+        now=NOW,
     )
     assert store.deliveries.counts(KEY)["sent"] == 60
     if postgres:
@@ -326,7 +330,7 @@ def test_results_with_a_message_id_each_are_recorded_on_their_own_rows(
     rows = _claim(store, 6)
     results = [SendResult(r.id, ok=True, message_id=f"<m{r.id}@example.com>") for r in rows[:4]]
     results.append(SendResult(rows[4].id, ok=False, error="smtp 550 5.1.1 No such mailbox"))
-    store.deliveries.record(results, retries=0, now=NOW)
+    store.deliveries.record(results, batch_id=None, retries=0, now=NOW)
 
     got = {row["id"]: row for row in store.deliveries.rows(KEY)}
     for r in rows[:4]:
@@ -336,6 +340,36 @@ def test_results_with_a_message_id_each_are_recorded_on_their_own_rows(
     assert got[rows[4].id]["state"] == "failed"
     assert got[rows[4].id]["last_error"] == "smtp 550 5.1.1 No such mailbox"
     assert got[rows[5].id]["state"] == "sending"  # not in this call's results: untouched
+
+
+def test_a_late_answer_is_written_only_onto_rows_its_call_still_holds(
+    store: Store, edition: Edition
+) -> None:
+    """A call's answer that comes after its provider batch was withdrawn (by a run that took
+    the edition's lock when this run's lock connection was lost) changes nothing: not the
+    rows put back to pending, not the rows claimed again under another batch."""
+    _add(store, 4)
+    ledger = store.deliveries
+    ledger.plan(KEY, lambda _i, _t: ("politics|A", "A"), now=NOW)
+    ids = [r.id for r in ledger.pending(KEY, "politics|A", 10)]
+    at = NOW + timedelta(minutes=10)
+
+    def states() -> dict[int, tuple[str, str | None]]:
+        return {r["id"]: (r["state"], r["provider_batch_id"]) for r in ledger.rows(KEY)}
+
+    ledger.claim(KEY, ids, batch_id="b-1", scheduled_at=at, now=NOW)
+    assert ledger.release(KEY, "b-1", now=NOW) == 4  # withdrawn: its batch was cancelled
+    late = [SendResult(i, True, "msg-1") for i in ids]
+    ledger.record(late, batch_id="b-1", retries=0, now=NOW)
+    assert states() == {i: ("pending", None) for i in ids}
+    assert store.editions.published("weekly") == []  # nothing was recorded sent
+
+    ledger.claim(KEY, ids, batch_id="b-2", scheduled_at=at, now=NOW)
+    ledger.record(late, batch_id="b-1", retries=0, now=NOW)  # later still
+    assert states() == {i: ("sending", "b-2") for i in ids}
+    failed = [SendResult(i, False, error="HTTP 400") for i in ids]
+    ledger.record(failed, batch_id="b-2", retries=0, now=NOW)  # the call that holds them
+    assert states() == {i: ("failed", "b-2") for i in ids}
 
 
 def test_a_send_collects_garbage_rarely_and_restores_the_collector(

@@ -24,6 +24,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 from conftest import SECRET
+from cuts import drop_connections
 from editions import make_edition
 from fake_sendgrid import FakeSendGrid
 from sqlalchemy import text
@@ -353,3 +354,54 @@ def test_a_batch_travels_as_runs_of_ids_and_comes_back_whole() -> None:
     planned = (*range(1, 181), *range(10_001, 10_174), *range(20_001, 20_648))
     stored = json.dumps(_args(Batch("weekly/2026-W48", "f", "sendgrid", ids=planned))["ids"])
     assert stored == "[[1, 180], [10001, 10173], [20001, 20647]]"
+
+
+@on_postgres
+def test_workers_whose_connections_drop_mid_edition_serve_each_subscriber_once(
+    project: Path,
+    sendgrid: FakeSendGrid,
+    pg: tuple[Store, list[str]],
+    workers: list[subprocess.Popen[bytes]],
+) -> None:
+    """Strict mode, two workers: their connections are cut three times while batches are in
+    flight. A worker whose lock connection died goes on with its call, and the final task
+    may meanwhile take the lock, withdraw that call's batch and queue its rows again: the
+    late answer must not mark them sent. The provider ends with each subscriber once, the
+    ledger's sent rows are exactly those, and both workers are still running."""
+    store, eligible = pg
+    workers += [_worker(project, sendgrid), _worker(project, sendgrid)]
+    _wait("both workers to start", lambda: _started(store) == 2)
+    sendgrid.set_latency(0.3)
+    _queue(project, sendgrid, "--strict")
+    dropped = 0
+    for cut in range(1, 4):
+        _wait(f"cut {cut}: batches in flight", lambda: store.deliveries.counts(KEY)["sending"] > 0)
+        dropped += drop_connections(store, [p.pid for p in workers if p.poll() is None])
+        time.sleep(0.4)
+    assert dropped >= 6  # at least each worker's queue and lock connections, three times
+    sendgrid.set_latency(LATENCY)
+    _wait("the edition to be sent", lambda: _sent(store))
+    delivered = _provider_end_state(sendgrid)
+    assert [i for i, n in delivered.items() if n > 1] == []  # nobody twice
+    sent = {r["id"]: r["email"] for r in store.deliveries.rows(KEY, state="sent")}
+    assert set(delivered) == set(sent)  # the ledger's sent rows, and only those, went out
+    assert sorted(sent.values()) == sorted(eligible)  # nobody missing, nobody extra
+    counts = store.deliveries.counts(KEY)
+    assert counts["sent"] == len(eligible) and counts["failed"] == counts["sending"] == 0
+    assert [p.poll() for p in workers] == [None, None]  # both still running
+    # every task cut off mid-way was tried again: none failed, and the edition's tasks are
+    # all the ones `digest send` queued (none queued again by the workers' run-due)
+    query = (
+        "SELECT task_name, status, args->>'transport' FROM procrastinate_jobs "
+        "WHERE task_name IN ('digest:send_batch', 'digest:finish')"
+    )
+
+    def jobs() -> list[tuple[str, str, str]]:
+        with store.engine.connect() as conn:
+            return [(r[0], r[1], r[2]) for r in conn.execute(text(query))]
+
+    # a worker may still be writing down how a task ended when its connection was cut
+    _wait("every task to end", lambda: all(j[1] not in ("todo", "doing") for j in jobs()))
+    ended = jobs()
+    assert len(ended) >= len(eligible) // BATCH + 1  # more if the final task withdrew some
+    assert [j for j in ended if j[1:] != ("succeeded", "sendgrid")] == []

@@ -64,7 +64,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 def connect(url: str) -> Engine:
     """An engine for `url`; a bad URL or a missing driver is a DigestError saying which."""
     try:
-        engine = create_engine(url)
+        server = make_url(url).get_backend_name() != "sqlite"
+        # a server's pooled connection is checked as it is taken, so one it dropped (a
+        # restart, a network cut) is replaced instead of failing the next statement
+        engine = create_engine(url, pool_pre_ping=server)
     except ModuleNotFoundError as exc:
         raise DigestError(
             f"store: no driver for {_shown(url)}: {exc}",

@@ -182,8 +182,20 @@ class DeliveryStore(Planning, Reports):
         # durable: a claim lost to a power cut would send its rows again
         return self._write("claim a batch", work, durable=True)
 
-    def record(self, results: Sequence[SendResult], *, retries: int, now: datetime) -> None:
+    def record(
+        self,
+        results: Sequence[SendResult],
+        *,
+        batch_id: str | None,
+        retries: int,
+        now: datetime,
+    ) -> None:
         """Write each final result (sent or failed) of one provider call, in one commit.
+
+        Only onto the rows the call still holds: in `sending`, under its provider batch
+        `batch_id` (None when it had none). A row withdrawn meanwhile (its batch cancelled
+        by a run that took the edition's lock after this run's lock connection was lost),
+        and perhaps claimed again under another batch, keeps what that run wrote.
 
         Results are grouped by message id / error (a SendGrid request has one message id for
         all its recipients), so a batch costs a few UPDATE … WHERE id IN (…), not one per row;
@@ -202,12 +214,13 @@ class DeliveryStore(Planning, Reports):
         if len(own) > 1:
             groups = {k: v for k, v in groups.items() if not (k[0] and len(v) == 1)}
         sent = next((r.delivery_id for r in results if r.ok), None)
+        held = and_(_d.state == "sending", _batch_is(batch_id))
 
         def work(conn: Connection) -> None:
             if len(own) > 1:
                 stmt = (
                     update(deliveries)
-                    .where(_d.id == bindparam("row"))
+                    .where(_d.id == bindparam("row"), held)
                     .values(
                         state="sent",
                         provider_message_id=bindparam("mid"),
@@ -231,7 +244,7 @@ class DeliveryStore(Planning, Reports):
                 else:
                     values.update(state="failed", last_error=value, sent_at=None)
                 for chunk in chunks(ids):
-                    stmt = update(deliveries).where(self._in_ids).values(**values)
+                    stmt = update(deliveries).where(self._in_ids, held).values(**values)
                     conn.execute(stmt, self._ids(chunk))
             if sent is not None:
                 note_sent(conn, sent)
@@ -335,9 +348,7 @@ class DeliveryStore(Planning, Reports):
         now: datetime,
     ) -> Any:
         """The UPDATE moving one provider batch's rows in `from_states` to `state`."""
-        batch = (
-            _d.provider_batch_id.is_(None) if batch_id is None else _d.provider_batch_id == batch_id
-        )
+        batch = _batch_is(batch_id)
         values: dict[str, Any] = {
             "state": state,
             "last_error": error,
@@ -376,6 +387,11 @@ class DeliveryStore(Planning, Reports):
         )
         with self.engine.connect() as conn:
             return [(r.provider_batch_id, r.at) for r in conn.execute(query)]
+
+
+def _batch_is(batch_id: str | None) -> Any:
+    """Rows of the provider batch `batch_id`, or of none when it is None."""
+    return _d.provider_batch_id.is_(None) if batch_id is None else _d.provider_batch_id == batch_id
 
 
 def _due(due: datetime | None) -> tuple[Any, ...]:

@@ -176,8 +176,9 @@ def note_sent(conn: Connection, row_id: int) -> None:
     sent rows (the rows of one provider call share theirs: the call's time, or its
     scheduled send time)."""
     d = deliveries.c
-    row = conn.execute(select(d.edition_key, d.sent_at).where(d.id == row_id)).first()
-    if row is None:  # gone meanwhile (its subscriber deleted)
+    query = select(d.edition_key, d.sent_at).where(d.id == row_id, d.state == "sent")
+    row = conn.execute(query).first()
+    if row is None:  # gone meanwhile (its subscriber deleted), or not recorded by this call
         return
     first = editions.c.first_sent_at
     conn.execute(

@@ -17,6 +17,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import DBAPIError
 
 from digest.errors import DigestError
 
@@ -90,4 +91,9 @@ def _advisory_lock(engine: Engine, name: str, what: str, shared: bool) -> Iterat
         try:
             yield
         finally:
-            conn.execute(text(f"SELECT pg_advisory_unlock{mode}(:k)"), {"k": key})
+            try:
+                conn.execute(text(f"SELECT pg_advisory_unlock{mode}(:k)"), {"k": key})
+            except DBAPIError:
+                # The session is gone (a restart, a network cut took the lock with it) or
+                # unusable: closed, never pooled, so no session keeps the lock.
+                conn.invalidate()
