@@ -217,6 +217,18 @@ def _provider_end_state(fake: FakeSendGrid) -> Counter[int]:
     )
 
 
+def _assert_each_once(store: Store, sendgrid: FakeSendGrid, eligible: list[str]) -> None:
+    """The provider's end state against the ledger: each sent row delivered once, only the
+    ledger's sent rows delivered, every eligible subscriber among them, nothing left over."""
+    delivered = _provider_end_state(sendgrid)
+    assert [i for i, n in delivered.items() if n > 1] == []  # nobody twice
+    sent = {r["id"]: r["email"] for r in store.deliveries.rows(KEY, state="sent")}
+    assert set(delivered) == set(sent)  # the ledger's sent rows, and only those, went out
+    assert sorted(sent.values()) == sorted(eligible)  # nobody missing, nobody extra
+    counts = store.deliveries.counts(KEY)
+    assert counts["sent"] == len(eligible) and counts["failed"] == counts["sending"] == 0
+
+
 @on_postgres
 def test_worker_killed_with_batches_in_flight_beside_another_serves_each_subscriber_once(
     project: Path,
@@ -241,14 +253,8 @@ def test_worker_killed_with_batches_in_flight_beside_another_serves_each_subscri
     sendgrid.set_latency(LATENCY)
     workers.append(_worker(project, sendgrid, concurrency=3))  # the restart
     _wait("the edition to be sent", lambda: _sent(store))
-    delivered = _provider_end_state(sendgrid)
-    assert [i for i, n in delivered.items() if n > 1] == []  # nobody twice
-    sent = {r["id"]: r["email"] for r in store.deliveries.rows(KEY, state="sent")}
-    assert set(delivered) == set(sent)  # the ledger's sent rows, and only those, went out
-    assert sorted(sent.values()) == sorted(eligible)  # nobody missing, nobody extra
+    _assert_each_once(store, sendgrid, eligible)
     assert len(sendgrid.cancelled) >= 2  # the killed worker's batches, withdrawn and resent
-    counts = store.deliveries.counts(KEY)
-    assert counts["sent"] == len(eligible) and counts["failed"] == counts["sending"] == 0
 
 
 def test_a_sqlite_store_refuses_workers(project: Path, config: Config) -> None:
@@ -381,13 +387,7 @@ def test_workers_whose_connections_drop_mid_edition_serve_each_subscriber_once(
     assert dropped >= 6  # at least each worker's queue and lock connections, three times
     sendgrid.set_latency(LATENCY)
     _wait("the edition to be sent", lambda: _sent(store))
-    delivered = _provider_end_state(sendgrid)
-    assert [i for i, n in delivered.items() if n > 1] == []  # nobody twice
-    sent = {r["id"]: r["email"] for r in store.deliveries.rows(KEY, state="sent")}
-    assert set(delivered) == set(sent)  # the ledger's sent rows, and only those, went out
-    assert sorted(sent.values()) == sorted(eligible)  # nobody missing, nobody extra
-    counts = store.deliveries.counts(KEY)
-    assert counts["sent"] == len(eligible) and counts["failed"] == counts["sending"] == 0
+    _assert_each_once(store, sendgrid, eligible)
     assert [p.poll() for p in workers] == [None, None]  # both still running
     # every task cut off mid-way was tried again: none failed, and the edition's tasks are
     # all the ones `digest send` queued (none queued again by the workers' run-due)

@@ -192,10 +192,9 @@ class DeliveryStore(Planning, Reports):
     ) -> None:
         """Write each final result (sent or failed) of one provider call, in one commit.
 
-        Only onto the rows the call still holds: in `sending`, under its provider batch
-        `batch_id` (None when it had none). A row withdrawn meanwhile (its batch cancelled
-        by a run that took the edition's lock after this run's lock connection was lost),
-        and perhaps claimed again under another batch, keeps what that run wrote.
+        Only onto the rows the call still holds (in `sending`, under its provider batch
+        `batch_id`, or none): a row withdrawn meanwhile, by a run that took the edition's
+        lock when this run lost its lock connection, keeps what that run wrote.
 
         Results are grouped by message id / error (a SendGrid request has one message id for
         all its recipients), so a batch costs a few UPDATE … WHERE id IN (…), not one per row;
