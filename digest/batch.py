@@ -115,7 +115,7 @@ def settle(run: Run, email: OutgoingEmail, results: list[SendResult]) -> None:
                     r._replace(ok=False, error=f"{r.error} {gave_up}", in_doubt=False)
                     for r in again
                 ]
-        run.ledger.record(final, batch_id=email.batch_id, retries=0, now=run.now())
+        run.ledger.record(final, batch_id=email.batch_id, now=run.now())
         run.sent += sum(1 for r in final if r.ok)
         _check_streak(run, final)
         if wait is None:

@@ -58,7 +58,6 @@ class Ledger(Protocol):
         results: Sequence[SendResult],
         *,
         batch_id: str | None,
-        retries: int,
         now: datetime,
     ) -> None: ...
     def release_ids(self, ids: Sequence[int], *, now: datetime) -> int: ...

@@ -224,9 +224,7 @@ def test_an_edition_is_published_from_its_first_sent_row_until_every_sent_row_is
         claimed, _ = ledger.claim(edition.key, rows, batch_id=batch, scheduled_at=at, now=NOW)
         assert claimed == set(rows)
         assert at not in published_at()  # claimed is not sent
-        ledger.record(
-            [SendResult(r, True, batch) for r in rows], batch_id=batch, retries=0, now=NOW
-        )
+        ledger.record([SendResult(r, True, batch) for r in rows], batch_id=batch, now=NOW)
 
     assert published_at() == []
     send("b-late", ids[:2], late)

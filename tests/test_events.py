@@ -160,7 +160,7 @@ def sent_delivery(
             )
         )
     row = int(result.inserted_primary_key[0])  # type: ignore[index]
-    store.deliveries.record([SendResult(row, True, message_id)], batch_id=None, retries=0, now=NOW)
+    store.deliveries.record([SendResult(row, True, message_id)], batch_id=None, now=NOW)
     return row
 
 

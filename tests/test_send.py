@@ -255,7 +255,6 @@ def test_claiming_and_recording_a_row_writes_no_index_entry(store: Store, editio
     store.deliveries.record(
         [SendResult(r.id, ok=True, message_id="<m@example.com>") for r in rows],
         batch_id=None,
-        retries=0,
         now=NOW,
     )
     assert store.deliveries.counts(KEY)["sent"] == 60
@@ -330,7 +329,7 @@ def test_results_with_a_message_id_each_are_recorded_on_their_own_rows(
     rows = _claim(store, 6)
     results = [SendResult(r.id, ok=True, message_id=f"<m{r.id}@example.com>") for r in rows[:4]]
     results.append(SendResult(rows[4].id, ok=False, error="smtp 550 5.1.1 No such mailbox"))
-    store.deliveries.record(results, batch_id=None, retries=0, now=NOW)
+    store.deliveries.record(results, batch_id=None, now=NOW)
 
     got = {row["id"]: row for row in store.deliveries.rows(KEY)}
     for r in rows[:4]:
@@ -360,15 +359,15 @@ def test_a_late_answer_is_written_only_onto_rows_its_call_still_holds(
     ledger.claim(KEY, ids, batch_id="b-1", scheduled_at=at, now=NOW)
     assert ledger.release(KEY, "b-1", now=NOW) == 4  # withdrawn: its batch was cancelled
     late = [SendResult(i, True, "msg-1") for i in ids]
-    ledger.record(late, batch_id="b-1", retries=0, now=NOW)
+    ledger.record(late, batch_id="b-1", now=NOW)
     assert states() == {i: ("pending", None) for i in ids}
     assert store.editions.published("weekly") == []  # nothing was recorded sent
 
     ledger.claim(KEY, ids, batch_id="b-2", scheduled_at=at, now=NOW)
-    ledger.record(late, batch_id="b-1", retries=0, now=NOW)  # later still
+    ledger.record(late, batch_id="b-1", now=NOW)  # later still
     assert states() == {i: ("sending", "b-2") for i in ids}
     failed = [SendResult(i, False, error="HTTP 400") for i in ids]
-    ledger.record(failed, batch_id="b-2", retries=0, now=NOW)  # the call that holds them
+    ledger.record(failed, batch_id="b-2", now=NOW)  # the call that holds them
     assert states() == {i: ("failed", "b-2") for i in ids}
 
 

@@ -187,7 +187,6 @@ class DeliveryStore(Planning, Reports):
         results: Sequence[SendResult],
         *,
         batch_id: str | None,
-        retries: int,
         now: datetime,
     ) -> None:
         """Write each final result (sent or failed) of one provider call, in one commit.
@@ -225,14 +224,11 @@ class DeliveryStore(Planning, Reports):
                         provider_message_id=bindparam("mid"),
                         sent_at=func.coalesce(_d.sent_at, now),
                         updated_at=now,
-                        **({"attempts": _d.attempts + retries} if retries else {}),
                     )
                 )
                 conn.execute(stmt, own)
             for (ok, value), ids in groups.items():
                 values: dict[str, Any] = {"updated_at": now}
-                if retries:
-                    values["attempts"] = _d.attempts + retries
                 if ok:
                     # a scheduled send keeps its send time as sent_at
                     values.update(
